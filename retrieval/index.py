@@ -1,0 +1,231 @@
+"""The index: FAISS (inner product on unit vectors, id-mapped) + a SQLite chunk store beside it.
+
+Contract:
+- Files in the index dir: ``chunks.sqlite`` (the source of truth: chunk texts, metadata,
+  embeddings, file hashes, a generation counter) and ``index.faiss`` + ``index.gen`` (a
+  derived cache of the vectors, tagged with the generation it reflects).
+- Every change (a batch of files added, a source deleted) is one SQLite transaction that
+  also bumps the generation; the FAISS file is then written to a temp file and renamed.
+  A crash at any point leaves the previous state readable: on open, a FAISS file whose
+  generation or size disagrees with SQLite is rebuilt from the stored embeddings.
+- Thread-safe: one lock around every read and write.
+- Scores are cosine similarities in [-1, 1] (vectors are unit-norm).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from retrieval.chunking import Chunk
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, n_chunks INTEGER NOT NULL, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, heading TEXT NOT NULL,
+    text TEXT NOT NULL, position INTEGER NOT NULL, embedding BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
+"""
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk: `id` (stable chunk id), `source` (file path or given name),
+    `heading`, `text`, `score` (cosine similarity)."""
+
+    id: int
+    source: str
+    heading: str
+    text: str
+    score: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class IndexMismatchError(ValueError):
+    """The index on disk was built with another embedder or dimension."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class ChunkIndex:
+    """Open (or create) the index in `directory`.
+
+    Args:
+        directory: the index dir (created if missing).
+        dim: embedding dimension (384 for MiniLM).
+        embedder: the embedder's name, recorded so a mismatched index is refused.
+
+    Raises:
+        IndexMismatchError: the dir holds an index of another embedder or dimension.
+    """
+
+    def __init__(self, directory: str | Path, dim: int, embedder: str = ""):
+        self.dir = Path(directory).expanduser()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dim = dim
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(self.dir / "chunks.sqlite", check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if "dim" in meta and (int(meta["dim"]) != dim or (embedder and meta.get("embedder") not in ("", embedder))):
+            raise IndexMismatchError(
+                f"index at {self.dir} was built with embedder {meta.get('embedder')!r} (dim {meta['dim']}), "
+                f"not {embedder!r} (dim {dim}); use another --index dir"
+            )
+        if "dim" not in meta:
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                [("dim", str(dim)), ("embedder", embedder), ("generation", "0")])
+        self.faiss = self._load_faiss()
+
+    # ------------------------------------------------------------------ persistence
+    @property
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def _count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def _load_faiss(self):
+        path, gen_path = self.dir / "index.faiss", self.dir / "index.gen"
+        if path.exists() and gen_path.exists():
+            try:
+                gen = json.loads(gen_path.read_text())["generation"]
+                idx = faiss.read_index(str(path))
+                if gen == self.generation and idx.ntotal == self._count() and idx.d == self.dim:
+                    return idx
+            except Exception:  # unreadable or torn cache file: rebuild below
+                pass
+        return self._rebuild()
+
+    def _rebuild(self):
+        idx = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        rows = self.db.execute("SELECT id, embedding FROM chunks ORDER BY id")
+        while batch := rows.fetchmany(8192):
+            ids = np.array([r[0] for r in batch], dtype=np.int64)
+            vecs = np.frombuffer(b"".join(r[1] for r in batch), dtype=np.float32).reshape(len(batch), self.dim)
+            idx.add_with_ids(vecs, ids)
+        self.faiss = idx
+        self._save_faiss()
+        return idx
+
+    def _save_faiss(self) -> None:
+        gen = self.generation
+        _atomic_write(self.dir / "index.faiss", lambda p: faiss.write_index(self.faiss, p))
+        _atomic_write(self.dir / "index.gen", lambda p: Path(p).write_text(json.dumps({"generation": gen})))
+
+    # ------------------------------------------------------------------ writes
+    def file_hash(self, source: str) -> str | None:
+        """The sha256 recorded for `source`, or None when it is not indexed."""
+        with self._lock:
+            row = self.db.execute("SELECT sha256 FROM files WHERE source=?", (source,)).fetchone()
+        return row[0] if row else None
+
+    def replace_sources(self, items: list[tuple[str, str, list[Chunk], np.ndarray]]) -> int:
+        """Add or replace whole sources in one transaction.
+
+        Args:
+            items: (source, sha256, chunks, vectors [len(chunks), dim] float32 unit rows).
+
+        Returns:
+            Number of chunks added.
+        """
+        if not items:
+            return 0
+        with self._lock:
+            removed: list[int] = []
+            added_ids: list[int] = []
+            added_vecs: list[np.ndarray] = []
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for source, sha, chunks, vecs in items:
+                    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+                    if vecs.shape != (len(chunks), self.dim):
+                        raise ValueError(f"vectors for {source} have shape {vecs.shape}, expected ({len(chunks)}, {self.dim})")
+                    removed += [r[0] for r in cur.execute("SELECT id FROM chunks WHERE source=?", (source,))]
+                    cur.execute("DELETE FROM chunks WHERE source=?", (source,))
+                    for c, v in zip(chunks, vecs):
+                        cur.execute(
+                            "INSERT INTO chunks (source, heading, text, position, embedding) VALUES (?,?,?,?,?)",
+                            (source, c.heading, c.text, c.position, v.tobytes()),
+                        )
+                        added_ids.append(cur.lastrowid)
+                    added_vecs.append(vecs)
+                    cur.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?)", (source, sha, len(chunks), time.time()))
+                cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            if removed:
+                self.faiss.remove_ids(np.array(removed, dtype=np.int64))
+            if added_ids:
+                self.faiss.add_with_ids(np.concatenate(added_vecs), np.array(added_ids, dtype=np.int64))
+            self._save_faiss()
+            return len(added_ids)
+
+    def delete_source(self, source: str) -> int:
+        """Remove every chunk of `source`; returns how many were removed (0 if unknown)."""
+        with self._lock:
+            ids = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE source=?", (source,))]
+            known = self.db.execute("SELECT 1 FROM files WHERE source=?", (source,)).fetchone()
+            if not ids and not known:
+                return 0
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM chunks WHERE source=?", (source,))
+            self.db.execute("DELETE FROM files WHERE source=?", (source,))
+            self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+            self.db.execute("COMMIT")
+            if ids:
+                self.faiss.remove_ids(np.array(ids, dtype=np.int64))
+            self._save_faiss()
+            return len(ids)
+
+    # ------------------------------------------------------------------ reads
+    def search(self, vector: np.ndarray, k: int = 5) -> list[Passage]:
+        """Top-`k` passages for one unit query vector [dim], best first."""
+        with self._lock:
+            if self.faiss.ntotal == 0 or k <= 0:
+                return []
+            scores, ids = self.faiss.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k)
+            hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            rows = {r[0]: r for r in self.db.execute(
+                f"SELECT id, source, heading, text FROM chunks WHERE id IN ({','.join('?' * len(hits))})",
+                [i for i, _ in hits])}
+        return [Passage(i, rows[i][1], rows[i][2], rows[i][3], s) for i, s in hits if i in rows]
+
+    def sources(self) -> list[dict]:
+        """Indexed sources: [{"source", "chunks", "sha256", "added"}] sorted by source."""
+        with self._lock:
+            rows = self.db.execute("SELECT source, n_chunks, sha256, added FROM files ORDER BY source").fetchall()
+        return [{"source": s, "chunks": n, "sha256": h, "added": a} for s, n, h, a in rows]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self.faiss.ntotal)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
