@@ -1,0 +1,72 @@
+"""Agent settings: thresholds (nats), budgets (tokens, steps) and retrieval sizes.
+
+Contract: `AgentConfig` is a dataclass validated on construction (`ValueError` naming the
+rule and the value). `AgentConfig.for_model(dir)` reads ``thinkgate.json`` next to a model
+(written by calibration, see DESIGN.md) over the defaults; unknown keys are an error.
+Defaults were measured for SmolLM2-135M-Instruct on this project's prompts.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+CALIBRATION_FILE = "thinkgate.json"
+
+
+@dataclass
+class AgentConfig:
+    """Knobs of the graph; every entropy is a mean over tokens, in nats."""
+
+    tau_think: float = field(default=1.5, metadata={"help": "gate: draft score above this → think"})
+    tau_exit: float = field(default=1.0, metadata={"help": "probe: answer-draft score at or below this → stop thinking"})
+    tau_retrieve: float = field(default=1.6, metadata={"help": "a step whose mean entropy exceeds this triggers retrieval with the step as query (FLARE/DRAGIN)"})
+    score: str = field(default="mean", metadata={"help": "draft aggregate compared with τ: mean or max"})
+    draft_tokens: int = field(default=16, metadata={"help": "tokens the gate drafts before deciding"})
+    probe_tokens: int = field(default=8, metadata={"help": "answer tokens drafted after each step to test certainty"})
+    step_tokens: int = field(default=64, metadata={"help": "most tokens in one reasoning step"})
+    max_steps: int = field(default=4, metadata={"help": "most reasoning steps per answer"})
+    max_think_tokens: int = field(default=256, metadata={"help": "most reasoning tokens per answer"})
+    max_answer_tokens: int = field(default=256, metadata={"help": "default answer length limit"})
+    top_k: int = field(default=3, metadata={"help": "passages retrieved for the question"})
+    step_k: int = field(default=2, metadata={"help": "passages retrieved per in-reasoning search"})
+    max_retrievals: int = field(default=3, metadata={"help": "most in-reasoning retrievals per answer"})
+    history_turns: int = field(default=3, metadata={"help": "earlier turns kept in the prompt"})
+    query_turns: int = field(default=1, metadata={"help": "earlier user turns added to the retrieval query"})
+
+    def __post_init__(self) -> None:
+        for name in ("tau_think", "tau_exit", "tau_retrieve"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 nats, got {getattr(self, name)}")
+        if self.score not in ("mean", "max"):
+            raise ValueError(f"score must be 'mean' or 'max', got {self.score!r}")
+        for name in ("draft_tokens", "probe_tokens", "step_tokens", "max_steps", "max_think_tokens",
+                     "max_answer_tokens", "top_k", "step_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_retrievals", "history_turns", "query_turns"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AgentConfig":
+        """Build from a dict; unknown keys raise ValueError naming them."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known - {"_comment", "model", "calibrated"})
+        if extra:
+            raise ValueError(f"unknown agent settings: {extra} (known: {sorted(known)})")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def for_model(cls, model_dir: str | Path | None, **overrides) -> "AgentConfig":
+        """Defaults, then ``<model_dir>/thinkgate.json`` if present, then `overrides` (None values ignored)."""
+        data: dict = {}
+        if model_dir is not None:
+            path = Path(model_dir) / CALIBRATION_FILE
+            if path.is_file():
+                data.update(json.loads(path.read_text()))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)

@@ -1,0 +1,265 @@
+"""The graph's nodes: each is ``(State, Runtime[Context]) → partial update``.
+
+- `retrieve`: embed the question (plus recent user turns), take the top-k passages, build the
+  prompt, reset the turn.
+- `gate`: greedily draft `draft_tokens` answer tokens and score their entropy. Confident →
+  the draft stays in the transcript and `answer` continues it (no extra forward pass).
+  Uncertain → ``<think>`` is appended instead. `reasoning_effort` none/high bypass the test.
+- `think_step`: one reasoning step, ending at a blank line, ``</search>``, ``</think>`` or
+  `step_tokens`. A ``<search>`` call, or a step whose mean entropy exceeds τ_retrieve,
+  leaves a `pending_query`.
+- `retrieve_more`: run the pending query; new passages are appended as an ``<information>``
+  block (sanitized, numbered after the earlier ones).
+- `probe`: stop at a budget; else draft `probe_tokens` answer tokens after ``</think>``; a
+  draft at or below τ_exit ends thinking and is kept as the answer's start. A rejected probe
+  is rolled back simply by not appending it (the backend's prefix cache crops it).
+- `answer`: close ``<think>`` if open, continue the answer to the token budget, append the
+  AI message.
+
+Text pieces go to LangGraph's custom stream as ``{"type": "content"|"reasoning", "text"}``.
+"""
+from __future__ import annotations
+
+import time
+
+from langchain_core.messages import AIMessage
+from langgraph.runtime import Runtime
+
+from agent.prompts import build_messages, clean_passage
+from agent.state import Context, State
+from policy.base import Generation, GenerationParams
+from policy.entropy import aggregate
+from policy.format import THINK_CLOSE, THINK_OPEN, find_search, information_block
+
+STEP_STOPS = ("\n\n", "</search>", THINK_CLOSE)
+
+
+def _text(msg) -> str:
+    c = msg.content
+    if isinstance(c, list):  # OpenAI content parts
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in c)
+    return str(c)
+
+
+def _role(msg) -> str:
+    return {"human": "user", "ai": "assistant"}.get(msg.type, msg.type)
+
+
+async def _run(runtime: Runtime[Context], ids: list[int], params: GenerationParams, kind: str | None) -> Generation:
+    """Generate from `ids`; when `kind` is set, stream each text delta as that kind."""
+    policy = runtime.context.policy
+    if kind is None:
+        return await policy.generate(ids, params)
+    out_ids, ents, vents, last = [], [], [], None
+    async for d in policy.stream(ids, params):
+        out_ids += d.token_ids
+        ents += d.entropies
+        vents += d.varentropies
+        last = d
+        if d.text:
+            runtime.stream_writer({"type": kind, "text": d.text})
+    return Generation(policy.detokenize(out_ids), out_ids, ents, last.finish_reason, last.stop_reason,
+                      policy.entropy_method, vents, last.prompt_tokens, last.cached_tokens)
+
+
+def _strip_eos(runtime: Runtime[Context], gen: Generation) -> list[int]:
+    eos = set(runtime.context.policy.eos_token_ids)
+    return gen.token_ids[:-1] if gen.token_ids and gen.token_ids[-1] in eos else list(gen.token_ids)
+
+
+def _emit(runtime: Runtime[Context], kind: str, text: str) -> None:
+    if text:
+        runtime.stream_writer({"type": kind, "text": text})
+
+
+def _answer_budget(state: State, cfg) -> int:
+    return int(state.get("max_tokens") or cfg.max_answer_tokens)
+
+
+async def _search(runtime: Runtime[Context], query: str, k: int, seen: set[int], start_n: int,
+                  trigger: str) -> tuple[list[dict], dict]:
+    ctx = runtime.context
+    t0 = time.perf_counter()
+    hits = await ctx.retriever.asearch(query, k + len(seen)) if ctx.retriever is not None else []
+    new = []
+    for h in hits:
+        if h.id in seen or len(new) >= k:
+            continue
+        text = clean_passage(h.text, ctx.policy.special_tokens)
+        new.append({"n": start_n + len(new), "id": h.id, "source": h.source,
+                    "heading": clean_passage(h.heading, ctx.policy.special_tokens),
+                    "text": text, "score": round(float(h.score), 4), "trigger": trigger})
+    rec = {"query": query, "trigger": trigger, "passages": [p["n"] for p in new],
+           "ms": round((time.perf_counter() - t0) * 1000, 2)}
+    return new, rec
+
+
+async def retrieve(state: State, runtime: Runtime[Context]) -> dict:
+    """Retrieve for the newest user message and build the prompt; resets the turn's fields."""
+    ctx, cfg = runtime.context, runtime.context.config
+    msgs = state["messages"]
+    question = _text(msgs[-1]).strip()
+    earlier = [(_role(m), _text(m)) for m in msgs[:-1] if _role(m) in ("user", "assistant")]
+    users = [c for r, c in earlier if r == "user"][-cfg.query_turns:] if cfg.query_turns else []
+    query = "\n".join(users + [question])
+    passages, rec = await _search(runtime, query, cfg.top_k, set(), 1, "question")
+    history = earlier[-2 * cfg.history_turns:] if cfg.history_turns else []
+    prompt = ctx.policy.chat_prompt(build_messages(question, passages, history, state.get("instructions", "")))
+    return {
+        "question": question, "passages": passages, "transcript": prompt, "prompt_tokens": len(prompt),
+        "draft": {}, "score": {}, "decision": "", "reason": "", "steps": [],
+        "retrievals": [rec] if ctx.retriever is not None else [], "pending_query": None,
+        "exit_reason": "", "closed": False, "reasoning": "", "answer": "", "finish_reason": "",
+        "tokens": {"prompt": len(prompt), "draft": 0, "reasoning": 0, "information": 0, "probe": 0, "answer": 0},
+    }
+
+
+async def gate(state: State, runtime: Runtime[Context]) -> dict:
+    """Draft the direct answer, score its entropy, decide: answer now or think."""
+    ctx, cfg = runtime.context, runtime.context.config
+    effort = state.get("effort", "auto")
+    tokens = dict(state["tokens"])
+    transcript = list(state["transcript"])
+    if effort == "high":
+        think = ctx.policy.tokenize(THINK_OPEN + "\n")
+        return {"decision": "think", "reason": "reasoning_effort=high: always think",
+                "transcript": transcript + think, "tokens": tokens}
+    budget = _answer_budget(state, cfg)
+    # the draft ends at the first paragraph break: what a model rambles after its answer is not scored
+    gen = await _run(runtime, transcript, GenerationParams(max_tokens=min(cfg.draft_tokens, budget), stop=("\n\n",)), None)
+    score = aggregate(gen.entropies, gen.varentropies)
+    value = score[cfg.score]
+    tokens["draft"] = len(gen.token_ids)
+    draft = {"text": gen.text, "tokens": len(gen.token_ids), "finish_reason": gen.finish_reason,
+             "entropies": [round(e, 4) for e in gen.entropies]}
+    if effort == "none":
+        decision, reason = "answer", "reasoning_effort=none: never think"
+    elif THINK_OPEN in gen.text:
+        decision, reason = "think", "the model opened <think> itself"
+    elif value <= cfg.tau_think:
+        decision, reason = "answer", f"draft {cfg.score} entropy {value:.3f} <= tau_think {cfg.tau_think}"
+    else:
+        decision, reason = "think", f"draft {cfg.score} entropy {value:.3f} > tau_think {cfg.tau_think}"
+    update = {"draft": draft, "score": score, "decision": decision, "reason": reason, "tokens": tokens}
+    if decision == "answer":
+        _emit(runtime, "content", gen.text)
+        update["transcript"] = transcript + gen.token_ids
+        update["answer"] = gen.text
+        if gen.finish_reason == "stop" or len(gen.token_ids) >= budget:
+            update["finish_reason"] = "stop" if gen.finish_reason == "stop" else "length"
+    else:  # the draft is discarded: its tokens count as hidden (probe) work
+        tokens["probe"], tokens["draft"] = tokens["probe"] + tokens["draft"], 0
+        update["transcript"] = transcript + ctx.policy.tokenize(THINK_OPEN + "\n")
+    return update
+
+
+async def think_step(state: State, runtime: Runtime[Context]) -> dict:
+    """One reasoning step inside <think>; may leave a pending retrieval query."""
+    ctx, cfg = runtime.context, runtime.context.config
+    tokens = dict(state["tokens"])
+    left = cfg.max_think_tokens - tokens["reasoning"]
+    params = GenerationParams(max_tokens=max(1, min(cfg.step_tokens, left)), stop=STEP_STOPS,
+                              temperature=state.get("temperature", 0.0) or 0.0, seed=state.get("seed"))
+    gen = await _run(runtime, state["transcript"], params, "reasoning")
+    ids = _strip_eos(runtime, gen)
+    ended = len(ids) < len(gen.token_ids)
+    tokens["reasoning"] += len(ids)
+    score = aggregate(gen.entropies)
+    n = len(state["steps"]) + 1
+    text = ctx.policy.detokenize(ids)
+    step = {"n": n, "text": text.strip(), "tokens": len(ids), "entropy": round(score["mean"], 4),
+            "max_entropy": round(score["max"], 4), "search": None, "probe": None}
+    update: dict = {"transcript": state["transcript"] + ids, "tokens": tokens,
+                    "reasoning": state.get("reasoning", "") + text, "pending_query": None}
+    if THINK_CLOSE in text:
+        update.update(exit_reason="model_closed", closed=True)
+    elif ended:
+        update["exit_reason"] = "model_ended"
+    else:
+        n_model = sum(1 for r in state["retrievals"] if r["trigger"] != "question")
+        query = find_search(text)
+        if query and n_model < cfg.max_retrievals:
+            update["pending_query"] = {"query": query, "trigger": "model"}
+        elif score["mean"] > cfg.tau_retrieve and n_model < cfg.max_retrievals and text.strip():
+            update["pending_query"] = {"query": text.strip()[-300:], "trigger": "entropy"}
+        step["search"] = update["pending_query"]
+    update["steps"] = state["steps"] + [step]
+    return update
+
+
+async def retrieve_more(state: State, runtime: Runtime[Context]) -> dict:
+    """Run the pending query; append new passages to the transcript as an <information> block."""
+    ctx, cfg = runtime.context, runtime.context.config
+    pq = state["pending_query"]
+    seen = {p["id"] for p in state["passages"]}
+    new, rec = await _search(runtime, pq["query"], cfg.step_k, seen, len(state["passages"]) + 1, pq["trigger"])
+    tokens = dict(state["tokens"])
+    update: dict = {"pending_query": None, "retrievals": state["retrievals"] + [rec], "tokens": tokens}
+    if new:
+        block = "\n" + information_block([(p["n"], p["heading"] or p["source"], p["text"]) for p in new]) + "\n\n"
+        ids = ctx.policy.tokenize(block)
+        tokens["information"] += len(ids)
+        _emit(runtime, "reasoning", block)
+        update.update(transcript=state["transcript"] + ids, passages=state["passages"] + new,
+                      reasoning=state["reasoning"] + block)
+    return update
+
+
+async def probe(state: State, runtime: Runtime[Context]) -> dict:
+    """Stop on a budget; else draft the answer after </think> and stop thinking if it is certain."""
+    ctx, cfg = runtime.context, runtime.context.config
+    tokens = dict(state["tokens"])
+    if len(state["steps"]) >= cfg.max_steps:
+        return {"exit_reason": "budget", "reason": state["reason"] + f"; stopped at max_steps={cfg.max_steps}"}
+    if tokens["reasoning"] >= cfg.max_think_tokens:
+        return {"exit_reason": "budget", "reason": state["reason"] + f"; stopped at max_think_tokens={cfg.max_think_tokens}"}
+    close = ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
+    budget = _answer_budget(state, cfg)
+    prefix = state["transcript"] + close
+    gen = await _run(runtime, prefix, GenerationParams(max_tokens=min(cfg.probe_tokens, budget)), None)
+    tokens["probe"] += len(gen.token_ids)
+    score = aggregate(gen.entropies)
+    steps = [dict(s) for s in state["steps"]]
+    steps[-1]["probe"] = {"text": gen.text, "entropy": round(score["mean"], 4)}
+    update: dict = {"steps": steps, "tokens": tokens}
+    if score["mean"] <= cfg.tau_exit:
+        tokens["probe"] -= len(gen.token_ids)  # kept: these tokens are the answer's start
+        tokens["draft"] += len(gen.token_ids)
+        _emit(runtime, "content", gen.text)
+        update.update(exit_reason="certain", closed=True, transcript=prefix + gen.token_ids, answer=gen.text,
+                      reason=state["reason"] + f"; probe entropy {score['mean']:.3f} <= tau_exit {cfg.tau_exit} "
+                                               f"after step {len(steps)}")
+        if gen.finish_reason == "stop" or len(gen.token_ids) >= budget:
+            update["finish_reason"] = "stop" if gen.finish_reason == "stop" else "length"
+    return update
+
+
+async def answer(state: State, runtime: Runtime[Context]) -> dict:
+    """Finish the answer from the transcript; append it to the conversation."""
+    ctx, cfg = runtime.context, runtime.context.config
+    tokens = dict(state["tokens"])
+    transcript = list(state["transcript"])
+    text = state.get("answer", "")
+    finish = state.get("finish_reason", "")
+    if state["decision"] == "think" and not state.get("closed"):
+        transcript += ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
+    if state.get("exit_reason") == "model_ended" and state["steps"]:
+        # the model ended its turn inside <think>: its last step is its answer
+        text, finish = state["steps"][-1]["text"], "stop"
+        _emit(runtime, "content", text)
+    if not finish:
+        left = _answer_budget(state, cfg) - tokens["draft"]
+        if left > 0:
+            gen = await _run(runtime, transcript, GenerationParams(
+                max_tokens=left, temperature=state.get("temperature", 0.0) or 0.0, seed=state.get("seed")), "content")
+            tokens["answer"] = len(gen.token_ids)
+            transcript += gen.token_ids
+            text += gen.text
+            finish = gen.finish_reason
+        else:
+            finish = "length"
+    text = text.strip()
+    if state["decision"] == "think" and THINK_CLOSE in text:  # a model that closed thinking inside the answer
+        text = text.split(THINK_CLOSE, 1)[1].strip()
+    return {"answer": text, "finish_reason": finish, "transcript": transcript, "tokens": tokens,
+            "messages": [AIMessage(content=text)]}

@@ -1,0 +1,135 @@
+"""`Agent`: the compiled graph plus its context, with a call for a whole answer and one for a stream.
+
+Contract:
+- `Agent.run(messages, thread_id=…, effort=…)` → `Turn` (answer, reasoning, metadata).
+- `Agent.stream(...)` yields ``("content"|"reasoning", text)`` pieces, then ``("done", Turn)``.
+- With a `thread_id` whose thread already exists, only the newest user message is taken
+  from `messages`; the earlier turns come from the checkpointer. Without one, a fresh
+  thread is made and every message given is the history.
+- `effort` accepts ours (none/auto/high) and OpenAI's (minimal→none, low/medium→auto).
+- Errors: `ValueError` for an unknown effort or no user message.
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from agent.config import AgentConfig
+from agent.graph import build_graph
+from agent.state import Context
+
+EFFORTS = {"none": "none", "minimal": "none", "low": "auto", "medium": "auto", "auto": "auto", "high": "high"}
+
+
+def normalize_effort(effort: str | None, default: str = "auto") -> str:
+    """Map a reasoning_effort value to none/auto/high.
+
+    Raises:
+        ValueError: unknown value (message lists the accepted ones).
+    """
+    if effort is None:
+        return default
+    if effort not in EFFORTS:
+        raise ValueError(f"reasoning_effort must be one of {sorted(EFFORTS)}, got {effort!r}")
+    return EFFORTS[effort]
+
+
+@dataclass
+class Turn:
+    """One answered turn: the answer, the reasoning shown to users, and the gate's trace."""
+
+    thread_id: str
+    answer: str
+    reasoning: str
+    finish_reason: str
+    metadata: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def thought(self) -> bool:
+        return self.metadata.get("decision") == "think"
+
+
+def _metadata(state: dict, effort: str, cfg: AgentConfig) -> dict:
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", state.get("answer", ""))}
+    return {
+        "decision": state.get("decision"),
+        "reason": state.get("reason"),
+        "reasoning_effort": effort,
+        "entropy": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in state.get("score", {}).items()},
+                    "aggregate": cfg.score, "unit": "nats"},
+        "thresholds": {"tau_think": cfg.tau_think, "tau_exit": cfg.tau_exit, "tau_retrieve": cfg.tau_retrieve},
+        "draft": state.get("draft", {}),
+        "steps": state.get("steps", []),
+        "exit_reason": state.get("exit_reason") or None,
+        "retrievals": state.get("retrievals", []),
+        "sources": [{"n": p["n"], "source": p["source"], "heading": p["heading"], "score": p["score"],
+                     "id": p["id"], "cited": p["n"] in cited} for p in state.get("passages", [])],
+        "tokens": state.get("tokens", {}),
+    }
+
+
+class Agent:
+    """Args:
+        policy: a `Policy`.
+        retriever: an object with ``asearch(query, k)`` or None.
+        config: thresholds and budgets (default: `AgentConfig()`).
+        checkpointer: a LangGraph checkpointer for threads (None: no memory across calls).
+    """
+
+    def __init__(self, policy, retriever=None, config: AgentConfig | None = None, checkpointer=None):
+        self.context = Context(policy=policy, retriever=retriever, config=config or AgentConfig())
+        self.graph = build_graph(checkpointer)
+        self.checkpointer = checkpointer
+
+    async def _inputs(self, messages: Sequence[dict], thread_id: str | None, effort: str | None,
+                      max_tokens: int | None, temperature: float, seed: int | None) -> tuple[dict, dict, str]:
+        eff = normalize_effort(effort)
+        system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
+        turns = [m for m in messages if m["role"] in ("user", "assistant")]
+        if not turns or turns[-1]["role"] != "user":
+            raise ValueError("the last message must come from the user")
+        tid = thread_id or uuid.uuid4().hex
+        config = {"configurable": {"thread_id": tid}}
+        existing = None
+        if thread_id and self.checkpointer is not None:
+            existing = (await self.graph.aget_state(config)).values.get("messages")
+        if existing:
+            turns = turns[-1:]
+        lc = [HumanMessage(m["content"]) if m["role"] == "user" else AIMessage(m["content"]) for m in turns]
+        inputs = {"messages": lc, "effort": eff, "max_tokens": max_tokens, "temperature": temperature,
+                  "seed": seed, "instructions": system}
+        return inputs, config, eff
+
+    async def run(self, messages: Sequence[dict], *, thread_id: str | None = None, effort: str | None = None,
+                  max_tokens: int | None = None, temperature: float = 0.0, seed: int | None = None) -> Turn:
+        """Answer the newest user message; see the module docstring."""
+        t0 = time.perf_counter()
+        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed)
+        state = await self.graph.ainvoke(inputs, config, context=self.context)
+        return self._turn(state, config, eff, t0)
+
+    async def stream(self, messages: Sequence[dict], *, thread_id: str | None = None, effort: str | None = None,
+                     max_tokens: int | None = None, temperature: float = 0.0,
+                     seed: int | None = None) -> AsyncIterator[tuple[str, object]]:
+        """Yield ("content"|"reasoning", text) as generated, then ("done", Turn)."""
+        t0 = time.perf_counter()
+        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed)
+        state: dict = {}
+        async for mode, chunk in self.graph.astream(inputs, config, context=self.context,
+                                                    stream_mode=["custom", "values"]):
+            if mode == "custom":
+                yield chunk["type"], chunk["text"]
+            else:
+                state = chunk
+        yield "done", self._turn(state, config, eff, t0)
+
+    def _turn(self, state: dict, config: dict, effort: str, t0: float) -> Turn:
+        return Turn(thread_id=config["configurable"]["thread_id"], answer=state.get("answer", ""),
+                    reasoning=state.get("reasoning", "").strip(), finish_reason=state.get("finish_reason") or "stop",
+                    metadata=_metadata(state, effort, self.context.config), seconds=time.perf_counter() - t0)

@@ -1,0 +1,168 @@
+"""The retriever: embedder + chunker + index behind one object; ingest and search.
+
+Contract:
+- `Retriever.ingest(paths)` walks files and folders, skips unsupported files and files whose
+  sha256 is unchanged, chunks and embeds the rest in batches across files (so the embedder
+  runs at full batch size), and commits each batch in one transaction.
+- `Retriever.add_text(source, text)` indexes one document given as a string (the API's
+  POST /v1/documents); a repeated source replaces the earlier one.
+- `Retriever.search(query, k)` → `Passage`s, best first. `asearch` runs it off the event loop.
+- Errors: `ValueError` for an empty query or text, a k outside 1..100, or an unknown format.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrieval.chunking import Chunk, Chunker
+from retrieval.embedder import Embedder
+from retrieval.index import ChunkIndex, Passage
+from retrieval.loaders import Section, is_supported, load_file, parse_html, parse_markdown, parse_rst
+
+MAX_K = 100
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: files seen/indexed/skipped (unchanged)/failed, chunks added, seconds."""
+
+    files_seen: int = 0
+    files_indexed: int = 0
+    files_skipped: int = 0
+    files_failed: list[str] = field(default_factory=list)
+    chunks_added: int = 0
+    seconds: float = 0.0
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Supported files under `paths` (files are taken as given, folders walked), sorted per folder.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    for p in map(Path, paths):
+        p = p.expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"no such file or folder: {p}")
+        if p.is_file():
+            yield p.resolve()
+        else:
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and is_supported(f):
+                    yield f.resolve()
+
+
+class Retriever:
+    """Args:
+        index_dir: the index folder.
+        embedder: an `Embedder`, or a name for one (default all-MiniLM-L6-v2).
+        overlap: chunk overlap in word pieces.
+        batch_chunks: chunks embedded per batch during ingest.
+    """
+
+    def __init__(self, index_dir: str | Path, embedder: Embedder | str | None = None, *,
+                 overlap: int = 32, batch_chunks: int = 256):
+        self.embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
+        self.chunker = Chunker(self.embedder.tokenizer, self.embedder.max_tokens, overlap)
+        self.index = ChunkIndex(index_dir, self.embedder.dim, self.embedder.name)
+        self.batch_chunks = batch_chunks
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # ------------------------------------------------------------------ search
+    def search(self, query: str, k: int = 5) -> list[Passage]:
+        """Top-`k` passages for `query`.
+
+        Raises:
+            ValueError: empty query, or k not in 1..100.
+        """
+        if not query or not query.strip():
+            raise ValueError("query is empty")
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be in 1..{MAX_K}, got {k}")
+        return self.index.search(self.embedder.encode([query])[0], k)
+
+    async def asearch(self, query: str, k: int = 5) -> list[Passage]:
+        """`search` on a worker thread."""
+        return await asyncio.to_thread(self.search, query, k)
+
+    # ------------------------------------------------------------------ ingest
+    def add_text(self, source: str, text: str, fmt: str = "txt") -> int:
+        """Index `text` under the name `source` (replacing an earlier one); returns chunks added.
+
+        Args:
+            fmt: "txt", "md", "rst" or "html": how headings are found.
+
+        Raises:
+            ValueError: empty source or text, or unknown fmt.
+        """
+        if not source.strip():
+            raise ValueError("source is empty")
+        parsers = {"txt": lambda t: [Section("", t)], "md": parse_markdown, "rst": parse_rst, "html": parse_html}
+        if fmt not in parsers:
+            raise ValueError(f"format must be one of {sorted(parsers)}, got {fmt!r}")
+        sections = [s for s in parsers[fmt](text) if s.text.strip()]
+        if not sections:
+            raise ValueError("text is empty")
+        chunks = self.chunker.chunk(sections)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        vecs = self.embedder.encode([c.embed_text for c in chunks])
+        return self.index.replace_sources([(source, sha, chunks, vecs)])
+
+    def delete(self, source: str) -> int:
+        """Remove `source`; returns chunks removed (0 when unknown)."""
+        return self.index.delete_source(source)
+
+    def ingest(self, paths: Iterable[str | Path], progress: bool = True) -> IngestReport:
+        """Index files and folders; see the module docstring.
+
+        Raises:
+            FileNotFoundError: a path does not exist (nothing is indexed then).
+        """
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        files = list(iter_files(paths))
+        report = IngestReport(files_seen=len(files))
+        pending: list[tuple[str, str, list[Chunk]]] = []
+        n_pending = 0
+        bar = tqdm(files, desc="ingest", unit="file", disable=not progress)
+        for f in bar:
+            try:
+                raw = f.read_bytes()
+                sha = hashlib.sha256(raw).hexdigest()
+                if self.index.file_hash(str(f)) == sha:
+                    report.files_skipped += 1
+                    continue
+                chunks = self.chunker.chunk(load_file(f))
+            except (OSError, ValueError) as exc:
+                report.files_failed.append(f"{f}: {exc}")
+                continue
+            pending.append((str(f), sha, chunks))
+            n_pending += len(chunks)
+            if n_pending >= self.batch_chunks:
+                report.chunks_added += self._flush(pending)
+                report.files_indexed += len(pending)
+                pending, n_pending = [], 0
+                bar.set_postfix(chunks=report.chunks_added)
+        report.chunks_added += self._flush(pending)
+        report.files_indexed += len(pending)
+        bar.close()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _flush(self, pending: list[tuple[str, str, list[Chunk]]]) -> int:
+        if not pending:
+            return 0
+        texts = [c.embed_text for _, _, chunks in pending for c in chunks]
+        vecs = self.embedder.encode(texts)
+        items, i = [], 0
+        for source, sha, chunks in pending:
+            items.append((source, sha, chunks, vecs[i:i + len(chunks)]))
+            i += len(chunks)
+        return self.index.replace_sources(items)
