@@ -145,8 +145,9 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
         _emit(runtime, "content", gen.text)
         update["transcript"] = transcript + gen.token_ids
         update["answer"] = gen.text
-        if gen.finish_reason == "stop" or len(gen.token_ids) >= budget:
-            update["finish_reason"] = "stop" if gen.finish_reason == "stop" else "length"
+        ended = gen.finish_reason == "stop" and not isinstance(gen.stop_reason, str)  # EOS, not "\n\n"
+        if ended or len(gen.token_ids) >= budget:
+            update["finish_reason"] = "stop" if ended else "length"
     else:  # the draft is discarded: its tokens count as hidden (probe) work
         tokens["probe"], tokens["draft"] = tokens["probe"] + tokens["draft"], 0
         update["transcript"] = transcript + ctx.policy.tokenize(THINK_OPEN + "\n")

@@ -134,14 +134,14 @@ def resolve_policy(name: str | None = None, root: Path | None = None) -> str:
     return name
 
 
-def load_policy(name: str | None = None, **kwargs):
-    """Build the transformers-backed `Policy` for `name` (see `resolve_policy`).
+def load_policy(name: str | None = None, root: Path | None = None, **kwargs):
+    """Build the transformers-backed `Policy` for `name` (see `resolve_policy`; `root` is the cache root).
 
     Keyword arguments go to `TransformersPolicy`.
     """
     from policy.transformers_backend import TransformersPolicy
 
-    path = resolve_policy(name)
+    path = resolve_policy(name, root)
     return TransformersPolicy(path, name=kwargs.pop("served_name", None) or name or DEFAULT_POLICY, **kwargs)
 
 

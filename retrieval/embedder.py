@@ -24,15 +24,16 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        from retrieval.models import resolve_embedder
+        from retrieval.models import DEFAULT_EMBEDDER, resolve_embedder
 
         self.path = resolve_embedder(name)
         self.model = SentenceTransformer(self.path, device=device)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self.max_tokens = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
         self.batch_size = batch_size
-        self.name = name or os.path.basename(self.path.rstrip("/"))
+        self.name = name or DEFAULT_EMBEDDER
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         """Unit-norm embeddings, float32 [len(texts), dim]; an empty list gives [0, dim]."""

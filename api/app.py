@@ -1,0 +1,145 @@
+"""The FastAPI app: routes that only map serving results to HTTP, plus error handlers that
+turn every failure into OpenAI's error shape.
+
+Contract: `create_app(settings, policy=None, retriever=None)` builds the app; at start-up it
+loads what was not injected (the policy from the registry, the retriever on the index dir),
+opens the SQLite checkpointer for threads and builds the agent. Tests inject tiny or mock
+components.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agent.config import AgentConfig
+from agent.runner import Agent
+from api import metrics
+from api.protocol import ChatCompletionRequest, DocumentIn, ErrorResponse
+from api.serving import DocumentServing, OpenAIServingChat
+from api.settings import Settings
+
+log = logging.getLogger("thinkgate.api")
+
+
+def _error(err: ErrorResponse) -> JSONResponse:
+    return JSONResponse(err.model_dump(), status_code=err.status_code)
+
+
+def _result(res, status_code: int = 200):
+    if isinstance(res, ErrorResponse):
+        return _error(res)
+    return JSONResponse(res.model_dump(exclude_none=False), status_code=status_code)
+
+
+def create_app(settings: Settings | None = None, *, policy=None, retriever=None, agent_config=None) -> FastAPI:
+    """Build the app. Components given here are used as they are; missing ones load at start-up."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        nonlocal policy, retriever
+        if policy is None:
+            from policy.models import load_policy
+
+            policy = load_policy(settings.model, settings.cache_dir, served_name=settings.served_model_name, device=settings.device,
+                                 cache_slots=settings.cache_slots)
+        if retriever is None:
+            from retrieval.retriever import Retriever
+
+            retriever = Retriever(settings.resolved_index_dir, settings.embedder)
+        from policy.models import resolve_policy
+
+        cfg = agent_config
+        if cfg is None:
+            model_dir = None
+            with contextlib.suppress(Exception):
+                model_dir = resolve_policy(settings.model, settings.cache_dir)
+            cfg = AgentConfig.for_model(model_dir, tau_think=settings.tau_think, tau_exit=settings.tau_exit)
+        settings.resolved_threads_db.parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(str(settings.resolved_threads_db)) as saver:
+            agent = Agent(policy, retriever, cfg, checkpointer=saver)
+            app.state.chat = OpenAIServingChat(agent, settings.served_model_name or policy.name,
+                                               settings.reasoning_effort, settings.max_input_chars)
+            app.state.docs = DocumentServing(retriever)
+            app.state.policy, app.state.retriever = policy, retriever
+            log.info("thinkgate ready: model=%s chunks=%s tau_think=%s", policy.name,
+                     len(retriever) if retriever is not None else 0, cfg.tau_think)
+            yield
+            await policy.close()
+
+    app = FastAPI(title="thinkgate", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible chat over documents with an entropy-gated thinking agent.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        if first.get("type") == "json_invalid":
+            loc = []
+        msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return _error(ErrorResponse.make(f"{'.'.join(loc) + ': ' if loc else ''}{msg}", 400,
+                                         param=".".join(loc) or None, code=first.get("type")))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(ErrorResponse.make(str(exc.detail), exc.status_code))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return _error(ErrorResponse.make("internal server error; see the server log", 500))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest, request: Request):
+        res = await request.app.state.chat.create_chat_completion(req)
+        if isinstance(res, ErrorResponse):
+            return _error(res)
+        if req.stream:
+            return StreamingResponse(res, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _result(res)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        return _result(request.app.state.chat.models())
+
+    @app.post("/v1/documents", status_code=201)
+    async def add_document(doc: DocumentIn, request: Request):
+        return _result(await request.app.state.docs.add(doc), 201)
+
+    @app.get("/v1/documents")
+    async def list_documents(request: Request):
+        return _result(await request.app.state.docs.list())
+
+    @app.delete("/v1/documents/{source:path}")
+    async def delete_document(source: str, request: Request):
+        return _result(await request.app.state.docs.delete(source))
+
+    @app.get("/v1/search")
+    async def search(request: Request, q: str = Query(min_length=1, max_length=2000),
+                     k: int = Query(5, ge=1, le=100)):
+        return _result(await request.app.state.docs.search(q, k))
+
+    @app.get("/healthz")
+    async def healthz(request: Request):
+        try:
+            ph = await request.app.state.policy.health()
+        except Exception as exc:
+            return JSONResponse({"status": "error", "error": str(exc)}, status_code=503)
+        r = request.app.state.retriever
+        return {"status": "ok", "policy": ph, "chunks": len(r) if r is not None else 0}
+
+    @app.get("/metrics")
+    async def prometheus():
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    return app

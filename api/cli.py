@@ -1,0 +1,157 @@
+"""The ``thinkgate`` command line (typer).
+
+Commands: ``serve`` (the API), ``ingest`` (index files and folders), ``search`` (query the
+index), ``prepare`` (models, and with --demo the demo index), ``demo-corpus`` (print its folder).
+Bad input exits non-zero with a one-line ``error: …`` message; nothing already indexed is lost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="thinkgate: answers over your documents, thinking only when the model is unsure.")
+
+IndexOpt = typer.Option(None, "--index", help="index dir (default: $THINKGATE_INDEX_DIR or <cache>/index)")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _settings(**kw):
+    from api.settings import Settings
+
+    return Settings(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _retriever(index: Optional[Path], embedder: Optional[str] = None):
+    from retrieval.index import IndexMismatchError
+    from retrieval.retriever import Retriever
+
+    s = _settings(index_dir=index, embedder=embedder)
+    try:
+        return Retriever(s.resolved_index_dir, s.embedder)
+    except (IndexMismatchError, LookupError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def serve(model: Optional[str] = typer.Option(None, help="registered name, checkpoint dir or hub id"),
+          index: Optional[Path] = IndexOpt,
+          host: Optional[str] = typer.Option(None, envvar="HOST", help="bind address [default: 127.0.0.1]"),
+          port: Optional[int] = typer.Option(None, envvar="PORT", help="port [default: 8000]"),
+          device: Optional[str] = typer.Option(None, help="torch device for the policy"),
+          log_level: str = typer.Option("info", help="uvicorn log level")):
+    """Start the OpenAI-compatible API."""
+    import logging
+
+    import uvicorn
+
+    from api.app import create_app
+    from policy.models import ModelNotFoundError, resolve_policy
+
+    s = _settings(model=model, index_dir=index, host=host, port=port, device=device)
+    try:
+        resolve_policy(s.model, s.cache_dir)  # fail fast, before the server binds
+    except ModelNotFoundError as exc:
+        _fail(str(exc))
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    typer.echo(f"thinkgate: model {s.model}, index {s.resolved_index_dir}, http://{s.host}:{s.port}")
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=log_level)
+
+
+@app.command()
+def ingest(paths: list[Path] = typer.Argument(..., help="files or folders (.md .rst .rst.txt .txt .html)"),
+           index: Optional[Path] = IndexOpt,
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar")):
+    """Index documents; unchanged files are skipped on a re-run."""
+    for p in paths:
+        if not p.exists():
+            _fail(f"no such file or folder: {p}")
+    r = _retriever(index)
+    rep = r.ingest(paths, progress=not quiet)
+    typer.echo(f"{rep.files_seen} files: {rep.files_indexed} indexed, {rep.files_skipped} unchanged, "
+               f"{len(rep.files_failed)} failed; {rep.chunks_added} chunks added in {rep.seconds:.1f}s; "
+               f"index has {len(r)} chunks")
+    for f in rep.files_failed:
+        typer.echo(f"  failed: {f}", err=True)
+
+
+@app.command()
+def search(query: str = typer.Argument(..., help="what to look for"),
+           k: int = typer.Option(5, "--k", "-k", min=1, max=100, help="passages to return"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON"),
+           index: Optional[Path] = IndexOpt):
+    """Print the passages closest to QUERY: source, heading, score, text."""
+    if not query.strip():
+        _fail("query is empty")
+    r = _retriever(index)
+    if len(r) == 0:
+        _fail(f"the index at {r.index.dir} is empty: run `thinkgate ingest PATH` first")
+    hits = r.search(query, k)
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.panel import Panel
+
+    con = Console()
+    for i, h in enumerate(hits, 1):
+        con.print(Panel(h.text, title=f"[{i}] {h.score:.3f}  {h.heading}", subtitle=h.source, title_align="left"))
+
+
+@app.command()
+def prepare(model: Optional[str] = typer.Option(None, help="policy model to prepare"),
+            demo: bool = typer.Option(False, "--demo", help="also build the demo index if it is missing"),
+            index: Optional[Path] = IndexOpt):
+    """Prepare the models (dequantize the default policy once) and optionally the demo index."""
+    from policy.models import ModelNotFoundError, resolve_policy
+    from retrieval.models import resolve_embedder
+
+    s = _settings(model=model, index_dir=index)
+    try:
+        typer.echo(f"policy   {s.model}: {resolve_policy(s.model, s.cache_dir)}")
+        typer.echo(f"embedder {s.embedder}: {resolve_embedder(s.embedder)}")
+    except (ModelNotFoundError, LookupError) as exc:
+        _fail(str(exc))
+    if demo:
+        r = _retriever(index)
+        if len(r) > 0:
+            typer.echo(f"demo index: {len(r)} chunks at {r.index.dir} (kept)")
+            return
+        from retrieval.demo import demo_corpus
+
+        corpus = demo_corpus(s.cache_dir)
+        typer.echo(f"demo index: building from {corpus}")
+        rep = r.ingest([corpus])
+        typer.echo(f"demo index: {rep.files_indexed} files, {rep.chunks_added} chunks in {rep.seconds:.0f}s")
+
+
+@app.command("demo-corpus")
+def demo_corpus_cmd():
+    """Print the folder of the demo corpus (the Python documentation)."""
+    from retrieval.demo import demo_corpus
+
+    typer.echo(str(demo_corpus(_settings().cache_dir)))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Request and response models of the HTTP API (OpenAI's chat completions shape, plus documents).
+
+Contract: requests are validated here (types, ranges, non-empty content); anything invalid
+becomes a 400 in OpenAI's error shape (see `ErrorResponse`). Unknown request fields are
+ignored, as OpenAI clients send many. Our additions are optional request fields
+(`thread_id`, `reasoning_effort` values none/auto) and one response field, `thinkgate`.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body; `status_code` is the HTTP status and is not serialised."""
+
+    error: ErrorInfo
+    status_code: int = Field(400, exclude=True)
+
+    @classmethod
+    def make(cls, message: str, status_code: int = 400, *, type: str | None = None,
+             param: str | None = None, code: str | None = None) -> "ErrorResponse":
+        kind = type or {400: "invalid_request_error", 404: "invalid_request_error",
+                        422: "invalid_request_error", 500: "server_error", 503: "server_error"}.get(status_code, "invalid_request_error")
+        return cls(error=ErrorInfo(message=message, type=kind, param=param, code=code), status_code=status_code)
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart]
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "ChatMessage":
+        if self.role in ("user", "system", "developer") and not self.text.strip():
+            raise ValueError(f"{self.role} message content is empty")
+        return self
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=1, description="only one choice is generated")
+    seed: int | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "auto", "high"] | None = None
+    thread_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    user: str | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_user(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if v[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        return v
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class ReasoningTokens(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    completion_tokens_details: ReasoningTokens = Field(default_factory=ReasoningTokens)
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    finish_reason: Literal["stop", "length"] = "stop"
+    logprobs: None = None
+
+
+def _cid() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str = Field(default_factory=_cid)
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    thinkgate: dict[str, Any] = Field(default_factory=dict, description="the agent's decision trace")
+
+
+class DeltaMessage(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    thinkgate: dict[str, Any] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "thinkgate"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class DocumentIn(BaseModel):
+    """A document to index: `source` names it (a repeat replaces it), `format` says how headings are found."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, max_length=512)
+    text: str = Field(min_length=1, max_length=5_000_000)
+    format: Literal["txt", "md", "rst", "html"] = "txt"
+
+    @field_validator("source", "text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+
+class DocumentOut(BaseModel):
+    source: str
+    chunks: int
+    object: Literal["document"] = "document"
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict]
+
+
+class SearchHit(BaseModel):
+    id: int
+    source: str
+    heading: str
+    text: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    object: Literal["list"] = "list"
+    query: str
+    data: list[SearchHit]

@@ -1,0 +1,188 @@
+"""Serving logic: requests in, a response model or an `ErrorResponse` out (never an exception
+for bad input). Streams are async iterators of SSE lines ending with ``data: [DONE]``.
+
+Contract:
+- Unknown model → 404 ``model_not_found``; input longer than the context allows → 400
+  ``context_length_exceeded``; a graph or backend failure → 500 (logged), or on a stream an
+  error event followed by ``[DONE]``.
+- Usage: prompt_tokens = prompt + retrieved ``<information>`` tokens the model read;
+  completion_tokens = reasoning + answer tokens shown; reasoning_tokens = reasoning steps.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from agent.runner import Agent, Turn
+from api import metrics
+from api.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Choice, ChunkChoice,
+                          DeltaMessage, DocumentIn, DocumentList, DocumentOut, ErrorResponse, ModelCard, ModelList,
+                          ResponseMessage, SearchHit, SearchResponse, Usage, _cid)
+from policy.base import PromptTooLongError
+
+log = logging.getLogger("thinkgate.api")
+
+# Room left in the context for passages, reasoning and information blocks (tokens).
+PASSAGE_RESERVE = 1536
+
+
+def _usage(turn: Turn) -> Usage:
+    t = turn.metadata.get("tokens", {})
+    reasoning = int(t.get("reasoning", 0))
+    completion = reasoning + int(t.get("draft", 0)) + int(t.get("answer", 0))
+    prompt = int(t.get("prompt", 0)) + int(t.get("information", 0))
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                 completion_tokens_details={"reasoning_tokens": reasoning})
+
+
+class OpenAIServingChat:
+    """Chat completions over the agent.
+
+    Args:
+        agent: the `Agent`.
+        model_name: the one served model name.
+        default_effort: reasoning_effort when a request names none.
+        max_input_chars: longest message content accepted.
+    """
+
+    def __init__(self, agent: Agent, model_name: str, default_effort: str = "auto", max_input_chars: int = 32_000):
+        self.agent = agent
+        self.model_name = model_name
+        self.default_effort = default_effort
+        self.max_input_chars = max_input_chars
+
+    def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self.model_name)])
+
+    def _check(self, req: ChatCompletionRequest) -> ErrorResponse | None:
+        if req.model is not None and req.model != self.model_name:
+            return ErrorResponse.make(f"The model `{req.model}` does not exist. Available: {self.model_name}",
+                                      404, param="model", code="model_not_found")
+        for i, m in enumerate(req.messages):
+            if len(m.text) > self.max_input_chars:
+                return ErrorResponse.make(f"messages[{i}].content has {len(m.text)} characters; the limit is "
+                                          f"{self.max_input_chars}", 400, param=f"messages.{i}.content",
+                                          code="context_length_exceeded")
+        policy = self.agent.context.policy
+        prompt = len(policy.chat_prompt([{"role": m.role if m.role != "developer" else "system", "content": m.text}
+                                         for m in req.messages]))
+        limit = req.token_limit or self.agent.context.config.max_answer_tokens
+        room = policy.max_context - PASSAGE_RESERVE - limit
+        if prompt > room:
+            return ErrorResponse.make(f"messages take {prompt} tokens; with max_tokens={limit} and room for retrieved "
+                                      f"passages the limit is {max(room, 0)} tokens", 400, param="messages",
+                                      code="context_length_exceeded")
+        return None
+
+    def _args(self, req: ChatCompletionRequest) -> dict:
+        return dict(messages=[{"role": m.role, "content": m.text} for m in req.messages], thread_id=req.thread_id,
+                    effort=req.reasoning_effort or self.default_effort, max_tokens=req.token_limit,
+                    temperature=req.temperature, seed=req.seed)
+
+    async def create_chat_completion(self, req: ChatCompletionRequest
+                                     ) -> ChatCompletionResponse | ErrorResponse | AsyncIterator[str]:
+        """Answer `req`: a response, an SSE line iterator (stream=True), or an error value."""
+        err = self._check(req)
+        if err is not None:
+            return err
+        if req.stream:
+            return self._stream(req)
+        try:
+            turn = await self.agent.run(**self._args(req))
+        except PromptTooLongError as exc:
+            return ErrorResponse.make(str(exc), 400, param="messages", code="context_length_exceeded")
+        except ValueError as exc:
+            return ErrorResponse.make(str(exc), 400)
+        except Exception:
+            log.exception("chat completion failed")
+            return ErrorResponse.make("internal error while generating; see the server log", 500)
+        metrics.observe_turn(turn)
+        return ChatCompletionResponse(
+            model=self.model_name,
+            choices=[Choice(message=ResponseMessage(content=turn.answer, reasoning_content=turn.reasoning or None,
+                                                    reasoning=turn.reasoning or None),
+                            finish_reason=turn.finish_reason)],
+            usage=_usage(turn),
+            thinkgate={"thread_id": turn.thread_id, "latency_s": round(turn.seconds, 3), **turn.metadata},
+        )
+
+    async def _stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
+        cid, created = _cid(), int(time.time())
+
+        def chunk(delta: DeltaMessage, finish=None, **extra) -> str:
+            c = ChatCompletionChunk(id=cid, created=created, model=self.model_name,
+                                    choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra)
+            return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
+
+        yield chunk(DeltaMessage(role="assistant", content=""))
+        try:
+            async for kind, value in self.agent.stream(**self._args(req)):
+                if kind == "content":
+                    yield chunk(DeltaMessage(content=value))
+                elif kind == "reasoning":
+                    yield chunk(DeltaMessage(reasoning_content=value, reasoning=value))
+                elif kind == "done":
+                    turn: Turn = value
+                    metrics.observe_turn(turn)
+                    meta = {"thread_id": turn.thread_id, "latency_s": round(turn.seconds, 3), **turn.metadata}
+                    yield chunk(DeltaMessage(), finish=turn.finish_reason, thinkgate=meta)
+                    if req.stream_options and req.stream_options.include_usage:
+                        c = ChatCompletionChunk(id=cid, created=created, model=self.model_name, choices=[],
+                                                usage=_usage(turn))
+                        yield f"data: {c.model_dump_json(exclude_none=True)}\n\n"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, (PromptTooLongError, ValueError)):
+                err = ErrorResponse.make(str(exc), 400)
+            else:
+                log.exception("chat stream failed")
+                err = ErrorResponse.make("internal error while generating; see the server log", 500)
+            yield f"data: {json.dumps(err.model_dump())}\n\n"
+        yield "data: [DONE]\n\n"
+
+
+class DocumentServing:
+    """Documents and search over the retriever (every call runs off the event loop)."""
+
+    def __init__(self, retriever):
+        self.retriever = retriever
+
+    def _missing(self) -> ErrorResponse | None:
+        if self.retriever is None:
+            return ErrorResponse.make("this server runs without a document index", 503, code="no_index")
+        return None
+
+    async def add(self, doc: DocumentIn) -> DocumentOut | ErrorResponse:
+        if err := self._missing():
+            return err
+        try:
+            n = await asyncio.to_thread(self.retriever.add_text, doc.source, doc.text, doc.format)
+        except ValueError as exc:
+            return ErrorResponse.make(str(exc), 400, param="text")
+        return DocumentOut(source=doc.source, chunks=n)
+
+    async def list(self) -> DocumentList | ErrorResponse:
+        if err := self._missing():
+            return err
+        return DocumentList(data=await asyncio.to_thread(self.retriever.index.sources))
+
+    async def delete(self, source: str) -> DocumentOut | ErrorResponse:
+        if err := self._missing():
+            return err
+        n = await asyncio.to_thread(self.retriever.delete, source)
+        if n == 0 and source not in {s["source"] for s in self.retriever.index.sources()}:
+            return ErrorResponse.make(f"no document with source {source!r}", 404, param="source", code="not_found")
+        return DocumentOut(source=source, chunks=n)
+
+    async def search(self, q: str, k: int) -> SearchResponse | ErrorResponse:
+        if err := self._missing():
+            return err
+        try:
+            hits = await self.retriever.asearch(q, k)
+        except ValueError as exc:
+            return ErrorResponse.make(str(exc), 400, param="q")
+        return SearchResponse(query=q, data=[SearchHit(**h.to_dict()) for h in hits])

@@ -1,0 +1,41 @@
+"""Service settings from ``THINKGATE_*`` environment variables (pydantic-settings).
+
+Example: ``THINKGATE_MODEL=/path/to/ckpt THINKGATE_PORT=9000 thinkgate serve``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from policy.models import DEFAULT_POLICY, cache_dir
+
+
+class Settings(BaseSettings):
+    """Every field can be set as ``THINKGATE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="THINKGATE_", extra="ignore")
+
+    model: str = Field(DEFAULT_POLICY, description="registered model name, checkpoint dir or hub id")
+    served_model_name: str | None = Field(None, description="name in /v1/models (default: the model name)")
+    embedder: str = Field("all-minilm-l6-v2", description="embedder name or model dir")
+    cache_dir: Path = Field(default_factory=cache_dir, description="models, index and threads live here")
+    index_dir: Path | None = Field(None, description="FAISS + SQLite index dir (default: <cache_dir>/index)")
+    threads_db: Path | None = Field(None, description="SQLite checkpointer file (default: <cache_dir>/threads.sqlite)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")
+    reasoning_effort: str = Field("auto", description="default when a request names none: none, auto or high")
+    max_input_chars: int = Field(32_000, ge=1, description="longest message content accepted, in characters")
+    cache_slots: int = Field(4, ge=1, description="prefix KV caches kept (one per concurrent conversation)")
+    tau_think: float | None = Field(None, description="override the gate threshold (nats)")
+    tau_exit: float | None = Field(None, description="override the early-exit threshold (nats)")
+
+    @property
+    def resolved_index_dir(self) -> Path:
+        return (self.index_dir or self.cache_dir / "index").expanduser()
+
+    @property
+    def resolved_threads_db(self) -> Path:
+        return (self.threads_db or self.cache_dir / "threads.sqlite").expanduser()
