@@ -114,7 +114,7 @@ class FakeEmbedder:
 
     name = "fake-embedder"
 
-    def __init__(self, dim: int = 32, max_tokens: int = 64):
+    def __init__(self, dim: int = 32, max_tokens: int = 128):
         self.dim, self.max_tokens = dim, max_tokens
         self.tokenizer = word_piece_tokenizer()
         self.calls = 0

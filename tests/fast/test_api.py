@@ -1,0 +1,153 @@
+import json
+
+import httpx
+import pytest
+
+from agent.config import AgentConfig
+from api.app import create_app
+from api.settings import Settings
+from retrieval.retriever import Retriever
+from tests.helpers import FakeEmbedder, MockPolicy
+
+
+def script(prompt, kind):
+    if kind == "draft":
+        if "hard" in prompt.rsplit("Question:", 1)[-1]:
+            return ("Hmm", 3.0, False)
+        return ("The answer [1].", 0.2, True)
+    if kind == "step":
+        return ("Let me think.\n\n", 0.5, False)
+    return ("Done.", 0.1, True)
+
+
+@pytest.fixture
+async def client(tmp_path):
+    r = Retriever(tmp_path / "idx", FakeEmbedder())
+    r.add_text("doc.md", "# Lists\n\nA list comprehension builds a list.", "md")
+    settings = Settings(cache_dir=tmp_path, max_input_chars=2000)
+    app = create_app(settings, policy=MockPolicy(script), retriever=r,
+                     agent_config=AgentConfig(tau_think=1.0, tau_exit=0.5))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            yield c
+
+
+def chat(**kw):
+    return {"model": "mock", "messages": [{"role": "user", "content": "what is a list comprehension"}], **kw}
+
+
+async def test_chat_completion_shape(client):
+    r = await client.post("/v1/chat/completions", json=chat())
+    assert r.status_code == 200
+    j = r.json()
+    assert j["object"] == "chat.completion" and j["model"] == "mock"
+    msg = j["choices"][0]["message"]
+    assert msg["role"] == "assistant" and msg["content"] == "The answer [1]."
+    assert msg["reasoning_content"] is None and j["choices"][0]["finish_reason"] == "stop"
+    tg = j["thinkgate"]
+    assert tg["decision"] == "answer" and tg["thresholds"]["tau_think"] == 1.0
+    assert tg["sources"][0]["source"] == "doc.md" and tg["sources"][0]["cited"] is True
+    assert j["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+    assert j["usage"]["total_tokens"] == j["usage"]["prompt_tokens"] + j["usage"]["completion_tokens"]
+
+
+async def test_thinking_completion_reports_reasoning(client):
+    r = await client.post("/v1/chat/completions", json=chat(messages=[{"role": "user", "content": "a hard one"}]))
+    j = r.json()
+    msg = j["choices"][0]["message"]
+    assert j["thinkgate"]["decision"] == "think"
+    assert msg["reasoning_content"] == msg["reasoning"] == "Let me think."
+    assert msg["content"] == "Done."
+    assert j["usage"]["completion_tokens_details"]["reasoning_tokens"] == len("Let me think.\n\n")
+
+
+async def test_streaming_chunks_and_done(client):
+    body = chat(messages=[{"role": "user", "content": "a hard one"}], stream=True,
+                stream_options={"include_usage": True})
+    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line async for line in r.aiter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    assert all(e["object"] == "chat.completion.chunk" for e in events)
+    assert len({e["id"] for e in events}) == 1
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    reasoning = "".join(e["choices"][0]["delta"].get("reasoning_content", "") for e in events if e["choices"])
+    content = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    assert reasoning.strip() == "Let me think." and content == "Done."
+    finals = [e for e in events if e["choices"] and e["choices"][0].get("finish_reason")]
+    assert len(finals) == 1 and finals[0]["thinkgate"]["decision"] == "think"
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({}, 400, "messages"),
+    ({"messages": []}, 400, "messages"),
+    ({"messages": "hi"}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "   "}]}, 400, "messages.0"),
+    ({"messages": [{"role": "user"}]}, 400, "messages.0.content"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages.0.role"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": 5}]}, 400, None),
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, "temperature"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n"),
+    ({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "extreme"}, 400, "reasoning_effort"),
+    ({"messages": [{"role": "user", "content": "x"}], "thread_id": "bad id!"}, 400, "thread_id"),
+    ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+    ({"messages": [{"role": "user", "content": "x" * 3000}]}, 400, "messages.0.content"),
+])
+async def test_bad_requests_get_openai_errors(client, body, status, param):
+    r = await client.post("/v1/chat/completions", json=body)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert err["type"] == "invalid_request_error"
+    if param is not None:
+        assert err["param"].startswith(param)
+
+
+async def test_invalid_json_and_unknown_route(client):
+    r = await client.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "json_invalid"
+    r = await client.get("/v1/nothing")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+async def test_models_health_metrics(client):
+    assert (await client.get("/v1/models")).json()["data"][0]["id"] == "mock"
+    h = (await client.get("/healthz")).json()
+    assert h["status"] == "ok" and h["chunks"] == 1
+    await client.post("/v1/chat/completions", json=chat())
+    m = (await client.get("/metrics")).text
+    assert 'thinkgate_turns_total{decision="answer",effort="auto"}' in m
+
+
+async def test_documents_and_search(client):
+    r = await client.post("/v1/documents", json={"source": "notes/gen.md", "text": "# Gen\n\nyield makes generators",
+                                                 "format": "md"})
+    assert r.status_code == 201 and r.json() == {"source": "notes/gen.md", "chunks": 1, "object": "document"}
+    r = await client.get("/v1/search", params={"q": "yield generators", "k": 1})
+    assert r.status_code == 200 and r.json()["data"][0]["source"] == "notes/gen.md"
+    assert {d["source"] for d in (await client.get("/v1/documents")).json()["data"]} == {"doc.md", "notes/gen.md"}
+    r = await client.delete("/v1/documents/notes/gen.md")
+    assert r.status_code == 200 and r.json()["chunks"] == 1
+    assert (await client.delete("/v1/documents/notes/gen.md")).status_code == 404
+    for bad in ({"source": "x"}, {"source": " ", "text": "t"}, {"source": "x", "text": "t", "format": "pdf"}):
+        r = await client.post("/v1/documents", json=bad)
+        assert r.status_code == 400 and "error" in r.json()
+    assert (await client.get("/v1/search", params={"q": "x", "k": 0})).status_code == 400
+    assert (await client.get("/v1/search")).status_code == 400
+    # nothing stored was lost by the bad requests
+    assert [d["source"] for d in (await client.get("/v1/documents")).json()["data"]] == ["doc.md"]
+
+
+async def test_thread_follow_up(client):
+    r1 = (await client.post("/v1/chat/completions", json=chat(thread_id="conv-1"))).json()
+    assert r1["thinkgate"]["thread_id"] == "conv-1"
+    r2 = await client.post("/v1/chat/completions",
+                           json=chat(thread_id="conv-1", messages=[{"role": "user", "content": "and more?"}]))
+    assert r2.status_code == 200
+    app_policy = client._transport.app.state.policy
+    last_prompt = app_policy.calls[-1][1]
+    assert "what is a list comprehension" in last_prompt and "The answer [1]." in last_prompt
