@@ -114,7 +114,7 @@ def resolve_policy(name: str | None = None, root: Path | None = None) -> str:
     name = name or DEFAULT_POLICY
     if name in _POLICIES:
         module, filename, pip_name = _POLICIES[name]
-        out = (root or cache_dir()) / "models" / name
+        out = Path(root or cache_dir()).expanduser() / "models" / name
         if (out / "config.json").exists() and (out / "model.safetensors").exists():
             return str(out)
         gguf = package_dir(module, pip_name) / filename

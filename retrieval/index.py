@@ -142,11 +142,13 @@ class ChunkIndex:
             row = self.db.execute("SELECT sha256 FROM files WHERE source=?", (source,)).fetchone()
         return row[0] if row else None
 
-    def replace_sources(self, items: list[tuple[str, str, list[Chunk], np.ndarray]]) -> int:
+    def replace_sources(self, items: list[tuple[str, str, list[Chunk], np.ndarray]], save: bool = True) -> int:
         """Add or replace whole sources in one transaction.
 
         Args:
             items: (source, sha256, chunks, vectors [len(chunks), dim] float32 unit rows).
+            save: write the FAISS file now; a bulk ingest passes False and calls `save` once at
+                the end (a crash before then costs a rebuild from SQLite on the next open).
 
         Returns:
             Number of chunks added.
@@ -183,8 +185,14 @@ class ChunkIndex:
                 self.faiss.remove_ids(np.array(removed, dtype=np.int64))
             if added_ids:
                 self.faiss.add_with_ids(np.concatenate(added_vecs), np.array(added_ids, dtype=np.int64))
-            self._save_faiss()
+            if save:
+                self._save_faiss()
             return len(added_ids)
+
+    def save(self) -> None:
+        """Write the FAISS file (atomic) for the current generation."""
+        with self._lock:
+            self._save_faiss()
 
     def delete_source(self, source: str) -> int:
         """Remove every chunk of `source`; returns how many were removed (0 if unknown)."""

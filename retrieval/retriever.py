@@ -153,6 +153,8 @@ class Retriever:
         report.chunks_added += self._flush(pending)
         report.files_indexed += len(pending)
         bar.close()
+        if report.files_indexed:
+            self.index.save()
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -165,4 +167,4 @@ class Retriever:
         for source, sha, chunks in pending:
             items.append((source, sha, chunks, vecs[i:i + len(chunks)]))
             i += len(chunks)
-        return self.index.replace_sources(items)
+        return self.index.replace_sources(items, save=False)

@@ -138,11 +138,11 @@ r = Retriever({str(idx_dir)!r}, FakeEmbedder(), batch_chunks=1)
 if sys.argv[1] == "crash":
     orig = r.index.replace_sources
     n = [0]
-    def boom(items):
+    def boom(items, save=True):
         n[0] += 1
         if n[0] == 3:
             os._exit(9)  # dies between two committed batches, mid-ingest
-        return orig(items)
+        return orig(items, save)
     r.index.replace_sources = boom
 r.ingest([{str(docs)!r}], progress=False)
 """
