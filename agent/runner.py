@@ -49,6 +49,7 @@ class Turn:
     finish_reason: str
     metadata: dict = field(default_factory=dict)
     seconds: float = 0.0
+    transcript: list[int] = field(default_factory=list, repr=False)  # prompt + assistant turn, token ids
 
     @property
     def thought(self) -> bool:
@@ -132,4 +133,5 @@ class Agent:
     def _turn(self, state: dict, config: dict, effort: str, t0: float) -> Turn:
         return Turn(thread_id=config["configurable"]["thread_id"], answer=state.get("answer", ""),
                     reasoning=state.get("reasoning", "").strip(), finish_reason=state.get("finish_reason") or "stop",
-                    metadata=_metadata(state, effort, self.context.config), seconds=time.perf_counter() - t0)
+                    metadata=_metadata(state, effort, self.context.config), seconds=time.perf_counter() - t0,
+                    transcript=list(state.get("transcript", [])))
