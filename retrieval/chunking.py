@@ -9,7 +9,6 @@ in at least one passage.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from retrieval.loaders import Section
