@@ -66,7 +66,7 @@ class Retriever:
 
     def __init__(self, index_dir: str | Path, embedder: Embedder | str | None = None, *,
                  overlap: int = 32, batch_chunks: int = 256):
-        self.embedder = embedder if hasattr(embedder, "encode") else Embedder(embedder)
+        self.embedder = Embedder(embedder) if embedder is None or isinstance(embedder, str) else embedder
         self.chunker = Chunker(self.embedder.tokenizer, self.embedder.max_tokens, overlap)
         self.index = ChunkIndex(index_dir, self.embedder.dim, self.embedder.name)
         self.batch_chunks = batch_chunks

@@ -1,0 +1,244 @@
+"""Reward functions for GRPO, in a string-keyed registry (TRL's reward-function signature).
+
+Every function is ``f(completions, **kwargs) → list[float | None]``; `completions` are strings
+or, for conversational prompts, lists of ``{"role", "content"}`` messages (the last one's
+content is used). Dataset columns arrive as keyword lists, one value per completion:
+``continuation`` and ``boundaries`` (NTR task), ``answer`` (QA task); TRL also passes
+``completion_ids``. `None` means "does not apply" (TRL skips it for that sample).
+
+A completion either thinks, ``<think>…</think>`` then the answer, or answers at once; the
+answer to an NTR prompt is the content of the last ``\\boxed{…}``.
+
+Registry: `REWARDS[name]`; weights come from the training config (`--reward_weights`).
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+
+from policy.format import THINK_CLOSE, THINK_OPEN, extract_boxed, split_think
+
+RewardFn = Callable[..., list[float | None]]
+REWARDS: dict[str, RewardFn] = {}
+
+
+def register(name: str):
+    """Decorator: add a reward function to `REWARDS` under `name`."""
+    def deco(fn: RewardFn) -> RewardFn:
+        REWARDS[name] = fn
+        return fn
+    return deco
+
+
+def completion_text(c) -> str:
+    """Text of one completion (a string, or a list of chat messages: the last content)."""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list) and c:
+        return str(c[-1].get("content", ""))
+    return str(c)
+
+
+def final_answer(text: str) -> str:
+    """The answer part of a completion: after ``</think>`` when it thinks, else all of it."""
+    return split_think(text)[1] if text.lstrip().startswith(THINK_OPEN) else text
+
+
+def thinks(text: str) -> bool:
+    """True when the completion opens with ``<think>``."""
+    return text.lstrip().startswith(THINK_OPEN)
+
+
+def prefix_match_score(pred: str | None, continuation: str, boundaries: list[int]) -> float:
+    """RPT's prefix-matching reward (arXiv 2506.08007, Eq. 3) for one prediction.
+
+    1 iff the UTF-8 bytes of `pred` equal the first l bytes of `continuation` and l is one of
+    `boundaries` (cumulative byte lengths of the continuation's tokens); else 0.
+
+    >>> prefix_match_score(" the", " the cat", [4, 8])
+    1.0
+    >>> prefix_match_score(" th", " the cat", [4, 8])
+    0.0
+    """
+    if pred is None:
+        return 0.0
+    b = pred.encode("utf-8")
+    if not b or len(b) not in set(boundaries):
+        return 0.0
+    return 1.0 if continuation.encode("utf-8")[: len(b)] == b else 0.0
+
+
+@register("prefix_match")
+def prefix_match(completions, continuation=None, boundaries=None, **kwargs) -> list[float | None]:
+    """NTR correctness: RPT Eq. 3 on the last ``\\boxed{}`` of the answer part.
+
+    Unit cases (continuation " the cat", token boundaries at bytes 4 and 8):
+
+    >>> c, b = [" the cat"], [[4, 8]]
+    >>> prefix_match([r"\\boxed{ the}"], c, b)          # exact single token
+    [1.0]
+    >>> prefix_match([r"\\boxed{ the cat}"], c, b)      # two tokens
+    [1.0]
+    >>> prefix_match([r"\\boxed{ th}"], c, b)           # partial token
+    [0.0]
+    >>> prefix_match([r"\\boxed{the}"], c, b)           # missing leading space
+    [0.0]
+    >>> prefix_match(["the"], c, b)                    # no box
+    [0.0]
+    >>> prefix_match([r"\\boxed{ dog} \\boxed{ the}"], c, b)  # last box wins
+    [1.0]
+    >>> prefix_match([r"\\boxed{ñ}"], ["ñu"], [[2, 3]])   # non-ASCII: ñ is 2 bytes
+    [1.0]
+    """
+    if continuation is None or boundaries is None:
+        return [None] * len(completions)
+    out: list[float | None] = []
+    for c, cont, bnd in zip(completions, continuation, boundaries):
+        out.append(prefix_match_score(extract_boxed(final_answer(completion_text(c))), cont, list(bnd)))
+    return out
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD-style normalisation: lower case, no punctuation, no articles, single spaces.
+
+    >>> normalize_answer("The  Answer: 42.")
+    'answer 42'
+    """
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+@register("answer_match")
+def answer_match(completions, answer=None, **kwargs) -> list[float | None]:
+    """QA correctness: normalised exact match of the answer (its last ``\\boxed{}`` if any, else
+    its last line) with the reference `answer`; 1 or 0.
+
+    >>> answer_match([r"<think>x</think>\\boxed{42}", "It is 41."], answer=["42", "42"])
+    [1.0, 0.0]
+    """
+    if answer is None:
+        return [None] * len(completions)
+    out: list[float | None] = []
+    for c, ref in zip(completions, answer):
+        ans = final_answer(completion_text(c))
+        pred = extract_boxed(ans)
+        if pred is None:
+            lines = [ln for ln in ans.strip().splitlines() if ln.strip()]
+            pred = lines[-1] if lines else ""
+        out.append(1.0 if normalize_answer(pred) == normalize_answer(str(ref)) else 0.0)
+    return out
+
+
+def correctness(completions, **kwargs) -> list[float | None]:
+    """The task's own correctness: prefix_match for NTR rows, answer_match for QA rows."""
+    if kwargs.get("continuation") is not None:
+        return prefix_match(completions, **kwargs)
+    return answer_match(completions, **kwargs)
+
+
+def _think_tokens(text: str, n_ids: int | None) -> int:
+    """Tokens inside ``<think>…</think>``: the completion's token count scaled by the share of
+    characters that are reasoning (no tokenizer reaches reward functions); words when ids are absent."""
+    if not thinks(text):
+        return 0
+    body = text.split(THINK_OPEN, 1)[1].split(THINK_CLOSE, 1)[0]
+    if n_ids is None:
+        return len(body.split())
+    return round(n_ids * len(body) / max(len(text), 1))
+
+
+@register("think_length")
+def think_length(completions, completion_ids=None, think_budget: int = 256, **kwargs) -> list[float | None]:
+    """Penalty for thinking tokens: −min(1, thinking tokens / `think_budget`); 0 when it does not think.
+
+    >>> think_length(["<think>" + "a " * 50 + "</think>x", "x"], think_budget=100)
+    [-0.5, 0.0]
+    """
+    out: list[float | None] = []
+    for i, c in enumerate(completions):
+        n = len(completion_ids[i]) if completion_ids is not None else None
+        out.append(-min(1.0, _think_tokens(completion_text(c), n) / think_budget) + 0.0)  # no -0.0
+    return out
+
+
+@register("no_think_bonus")
+def no_think_bonus(completions, no_think_delta: float = 1.0, **kwargs) -> list[float | None]:
+    """AdaptThink's bonus (arXiv 2505.13417): δ when the completion answers without thinking
+    and is correct; 0 otherwise.
+
+    >>> no_think_bonus([r"\\boxed{ the}", r"<think>hm</think>\\boxed{ the}"], no_think_delta=0.5,
+    ...                continuation=[" the"] * 2, boundaries=[[4]] * 2)
+    [0.5, 0.0]
+    """
+    ok = correctness(completions, **kwargs)
+    return [no_think_delta if (o == 1.0 and not thinks(completion_text(c))) else 0.0
+            for c, o in zip(completions, ok)]
+
+
+@register("soft_overlong")
+def soft_overlong(completions, completion_ids=None, max_completion_length: int = 256,
+                  overlong_buffer: int = 64, **kwargs) -> list[float | None]:
+    """DAPO's soft overlong punishment (arXiv 2503.14476, Eq. 13), with L_max =
+    `max_completion_length` and L_cache = `overlong_buffer`:
+    0 if |y| ≤ L_max − L_cache; (L_max − L_cache − |y|) / L_cache inside the buffer; −1 beyond L_max.
+
+    >>> soft_overlong(["a", "b", "c"], completion_ids=[[0] * 10, [0] * 28, [0] * 40],
+    ...               max_completion_length=32, overlong_buffer=8)
+    [0.0, -0.5, -1.0]
+    """
+    if completion_ids is None:
+        return [None] * len(completions)
+    lo = max_completion_length - overlong_buffer
+    out: list[float | None] = []
+    for ids in completion_ids:
+        n = len(ids)
+        out.append(0.0 if n <= lo else (-1.0 if n > max_completion_length else (lo - n) / overlong_buffer))
+    return out
+
+
+@register("format")
+def format_reward(completions, **kwargs) -> list[float | None]:
+    """1 when the completion is well formed, else 0: either one ``<think>…</think>`` block at the
+    start followed by a non-empty answer, or no think tags at all; for NTR rows the answer must
+    also hold a ``\\boxed{}``.
+
+    >>> format_reward(["<think>a</think> \\\\boxed{x}", "\\\\boxed{x}", "<think>a", "a</think>b"],
+    ...               continuation=["x"] * 4)
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    need_box = kwargs.get("continuation") is not None
+    out: list[float | None] = []
+    for c in completions:
+        t = completion_text(c)
+        n_open, n_close = t.count(THINK_OPEN), t.count(THINK_CLOSE)
+        if thinks(t):
+            ok = n_open == 1 and n_close == 1 and bool(split_think(t)[1])
+        else:
+            ok = n_open == 0 and n_close == 0 and bool(t.strip())
+        if ok and need_box:
+            ok = extract_boxed(final_answer(t)) is not None
+        out.append(1.0 if ok else 0.0)
+    return out
+
+
+def get_reward_funcs(names: list[str], **params) -> list[RewardFn]:
+    """Reward functions for `names`, each bound to `params` (budgets, δ, lengths) and named for TRL's logs.
+
+    Raises:
+        ValueError: an unknown name (the message lists the registry).
+    """
+    import functools
+
+    funcs = []
+    for n in names:
+        if n not in REWARDS:
+            raise ValueError(f"unknown reward {n!r}; known: {sorted(REWARDS)}")
+        f = functools.partial(REWARDS[n], **params)
+        f.__name__ = n  # TRL logs rewards/<__name__>
+        funcs.append(f)
+    return funcs
