@@ -13,6 +13,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+import re
 import sys
 from pathlib import Path
 
@@ -21,8 +22,12 @@ DEBIAN_GLOB = "/usr/share/doc/python3*/html/_sources"
 
 def debian_docs() -> Path | None:
     """The newest installed Debian python3.X-doc reST folder, or None."""
-    found = sorted(glob.glob(DEBIAN_GLOB), key=lambda p: [int(x) for x in p.split("python3")[1].split("/")[0].split(".")[1:] or [0]])
-    return Path(found[-1]) if found else None
+    found = []
+    for p in glob.glob(DEBIAN_GLOB):
+        m = re.search(r"/python3\.(\d+)/html/_sources$", p)
+        if m:
+            found.append((int(m.group(1)), p))
+    return Path(max(found)[1]) if found else None
 
 
 def _module_doc(name: str) -> str | None:
