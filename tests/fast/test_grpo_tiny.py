@@ -1,0 +1,77 @@
+"""A 2-step GRPO run on a tiny random model: parameters change, the checkpoint loads and serves."""
+import json
+import random
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    from tests.helpers import byte_bpe_tokenizer, tiny_llama
+
+    tok = byte_bpe_tokenizer()
+    model = tiny_llama(len(tok))
+    d = tmp_path / "tiny"
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_two_step_grpo_changes_parameters_and_saves_loadable_checkpoint(tmp_path, tiny_ckpt):
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, ModelConfig
+
+    from training.config import ScriptArguments
+    from training.grpo import run
+    from training.rewards import REWARDS
+
+    rng = random.Random(0)
+    REWARDS["test_noise"] = lambda completions, **kw: [rng.random() for _ in completions]  # non-zero advantages
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"d{i}.txt").write_text("hello world, the answer is 42. python lists and search. " * 8)
+    out = tmp_path / "out"
+    script = ScriptArguments(task="ntr", corpus=[str(corpus)], num_examples=8, eval_examples=2, window=48,
+                             context_tokens=16, entropy_threshold=0.5,
+                             reward_funcs=["prefix_match", "think_length", "no_think_bonus", "soft_overlong",
+                                           "format", "test_noise"])
+    cfg = GRPOConfig(output_dir=str(out), use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=4,
+                     num_generations=2, max_completion_length=8, learning_rate=1e-2, beta=0.0, logging_steps=1,
+                     save_strategy="no", report_to="none", seed=0)
+    before = AutoModelForCausalLM.from_pretrained(tiny_ckpt).state_dict()
+    try:
+        run(script, cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
+    finally:
+        REWARDS.pop("test_noise")
+    after = AutoModelForCausalLM.from_pretrained(out)
+    changed = sum(not torch.equal(before[k], v) for k, v in after.state_dict().items())
+    assert changed > 0
+    assert (out / "tokenizer.json").exists() and (out / "thinkgate.json").exists()
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_recs = [r for r in recs if "reward" in r]
+    assert len(train_recs) == 2
+    assert "rewards/prefix_match/mean" in train_recs[0] and "frac_reward_zero_std" in train_recs[0]
+    assert "thinkgate/think_rate" in train_recs[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["held_out_after"]["examples"] == 2
+    rows = [json.loads(line) for line in (out / "ntr_dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all("entropy" in r and r["boundaries"] for r in rows)
+    assert (out / "curves.png").stat().st_size > 1000
+    # the agent's backend loads it unchanged
+    from policy.transformers_backend import TransformersPolicy
+
+    p = TransformersPolicy(str(out), device="cpu")
+    assert p.chat_prompt([{"role": "user", "content": "hi"}])
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "training.grpo", "--task", "nope", "--output_dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "task must be 'ntr' or 'qa', got 'nope'" in r.stderr

@@ -1,0 +1,89 @@
+import doctest
+
+import pytest
+
+import training.rewards as R
+from training.ntr import boundaries, build_ntr_rows, ScoredPosition
+from training.config import ScriptArguments
+
+
+def test_docstring_examples_pass():
+    res = doctest.testmod(R)
+    assert res.attempted >= 15 and res.failed == 0
+
+
+CONT, BND = " the cat", [4, 8]
+
+
+@pytest.mark.parametrize("completion,expected", [
+    (r"\boxed{ the}", 1.0),                      # exact single token
+    (r"\boxed{ the cat}", 1.0),                  # two tokens
+    (r"\boxed{ th}", 0.0),                       # partial token
+    (r"\boxed{the}", 0.0),                       # leading space missing
+    (r"\boxed{ the ca}", 0.0),                   # ends inside the second token
+    ("the", 0.0),                                # no box
+    (r"\boxed{ dog} then \boxed{ the}", 1.0),    # several boxes: last wins
+    (r"\boxed{ the} then \boxed{ dog}", 0.0),
+    (r"<think>maybe \boxed{ dog}</think>\boxed{ the}", 1.0),  # the answer part counts
+    (r"\boxed{}", 0.0),
+])
+def test_prefix_match_cases(completion, expected):
+    assert R.prefix_match([completion], continuation=[CONT], boundaries=[BND]) == [expected]
+
+
+def test_prefix_match_non_ascii_and_chat_messages():
+    # "ñu" tokenised as ["ñ", "u"]: boundaries after 2 bytes and 3 bytes
+    assert R.prefix_match([[{"role": "assistant", "content": r"\boxed{ñ}"}]], continuation=["ñu"],
+                          boundaries=[[2, 3]]) == [1.0]
+    assert R.prefix_match([r"\boxed{ñu}"], continuation=["ñu"], boundaries=[[3]]) == [1.0]
+    assert R.prefix_match_score("\u00f1", "\u00f1u", [3]) == 0.0  # 2 bytes is not a boundary there
+
+
+def test_think_length_no_think_bonus_soft_overlong_format():
+    long_think = "<think>" + "x " * 200 + "</think>\\boxed{ the}"
+    assert R.think_length([long_think], think_budget=100) == [-1.0]
+    assert R.think_length([long_think], completion_ids=[[0] * 40], think_budget=100)[0] == pytest.approx(-0.37)  # 40 ids × 400/427 of the text
+    kw = dict(continuation=[CONT] * 3, boundaries=[BND] * 3)
+    assert R.no_think_bonus([r"\boxed{ the}", long_think, r"\boxed{ dog}"], no_think_delta=0.3, **kw) == [0.3, 0.0, 0.0]
+    assert R.no_think_bonus([r"\boxed{4}"], answer=["4"], no_think_delta=1.0) == [1.0]
+    assert R.soft_overlong(["a"] * 3, completion_ids=[[0] * 24, [0] * 30, [0] * 33],
+                           max_completion_length=32, overlong_buffer=8) == [0.0, -0.75, -1.0]
+    assert R.soft_overlong(["a"]) == [None]
+    assert R.format_reward(["<think>a</think>", "<think>a</think><think>b</think>x", "x"]) == [0.0, 0.0, 1.0]
+
+
+def test_answer_match_and_registry():
+    assert R.answer_match(["The answer is\n\\boxed{Paris}.", "Paris"], answer=["paris", "Paris."]) == [1.0, 1.0]
+    assert R.answer_match(["x"]) == [None]
+    fs = R.get_reward_funcs(["prefix_match", "format"])
+    assert [f.__name__ for f in fs] == ["prefix_match", "format"]
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        R.get_reward_funcs(["nope"])
+    assert set(R.REWARDS) >= {"prefix_match", "think_length", "no_think_bonus", "soft_overlong", "format", "answer_match"}
+
+
+def test_ntr_boundaries_and_selection():
+    from tests.helpers import byte_bpe_tokenizer
+
+    tok = byte_bpe_tokenizer()
+    ids = tok("hello world, the answer is 42", add_special_tokens=False)["input_ids"]
+    text, bnd = boundaries(tok, ids[:4])
+    assert text.encode()[: bnd[-1]] == text.encode() and bnd == sorted(bnd) and len(bnd) >= 1
+    for b in bnd:  # every boundary is where a token prefix ends
+        assert any(tok.decode(ids[:j]).encode() == text.encode()[:b] for j in range(1, 5))
+    scored = [ScoredPosition(0, t, e) for t, e in zip(range(2, len(ids)), [3.0, 0.1, 2.5, 0.2, 0.3, 2.1, 0.1, 0.1])]
+    rows = build_ntr_rows(tok, [ids], scored, n=4, entropy_threshold=2.0, easy_share=0.25, seed=1)
+    assert len(rows) == 4 and sorted(r["entropy"] for r in rows if r["hard"]) == [2.5, 3.0]  # both hard ones, 2 easy
+    assert all("\\boxed{}" in r["prompt"][0]["content"] for r in rows)
+    again = build_ntr_rows(tok, [ids], scored, n=4, entropy_threshold=2.0, easy_share=0.25, seed=1)
+    assert rows == again  # reproducible from the seed
+
+
+def test_script_arguments_validation():
+    with pytest.raises(ValueError, match="task must be 'ntr' or 'qa', got 'x'"):
+        ScriptArguments(task="x")
+    with pytest.raises(ValueError, match="easy_share must be in \\[0, 1\\], got 2"):
+        ScriptArguments(easy_share=2)
+    with pytest.raises(ValueError, match="task qa needs"):
+        ScriptArguments(task="qa")
+    assert ScriptArguments(task="qa", dataset_file="x.jsonl").reward_funcs[0] == "answer_match"
