@@ -1,7 +1,8 @@
 """The ``thinkgate`` command line (typer).
 
 Commands: ``serve`` (the API), ``ingest`` (index files and folders), ``search`` (query the
-index), ``prepare`` (models, and with --demo the demo index), ``demo-corpus`` (print its folder).
+index), ``prepare`` (models, and with --demo the demo index), ``train`` (GRPO, see
+`training.grpo`), ``demo-corpus`` (print its folder).
 Bad input exits non-zero with a one-line ``error: …`` message; nothing already indexed is lost.
 """
 from __future__ import annotations
@@ -135,6 +136,14 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
         typer.echo(f"demo index: building from {corpus}")
         rep = r.ingest([corpus])
         typer.echo(f"demo index: {rep.files_indexed} files, {rep.chunks_added} chunks in {rep.seconds:.0f}s")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def train(ctx: typer.Context):
+    """GRPO training: the same flags as `python -m training.grpo` (e.g. --config training/recipes/cpu_smoke.yaml)."""
+    from training.grpo import main as grpo_main  # the CLI only dispatches; training owns the logic
+
+    grpo_main(list(ctx.args))
 
 
 @app.command("demo-corpus")
