@@ -4,7 +4,8 @@ Contract:
 - A completion either thinks, ``<think>\\n…\\n</think>\\n`` then the answer, or answers at once.
 - Inside ``<think>`` the model may call retrieval with ``<search>query</search>``; the system
   answers with ``<information>…</information>`` blocks (Search-R1 format, arXiv 2503.09516).
-- A final answer to a next-token task is the content of the last ``\\boxed{…}``.
+- A final answer to a next-token task is the content of the last ``\\boxed{…}``, scored by
+  `prefix_match_score` (RPT Eq. 3), shared by the training reward and the evaluation.
 - Retrieved text is data: `sanitize` removes the tokenizer's special tokens and our control
   tags from it before it enters a prompt, so a document cannot close a turn or fake a tag.
 """
@@ -111,3 +112,22 @@ def information_block(passages: list[tuple[int, str, str]]) -> str:
     """
     body = "\n".join(f"[{n}] ({title}) {text}" for n, title, text in passages)
     return f"{INFO_OPEN}\n{body}\n{INFO_CLOSE}"
+
+
+def prefix_match_score(pred: str | None, continuation: str, boundaries: list[int]) -> float:
+    """RPT's prefix-matching reward (arXiv 2506.08007, Eq. 3) for one prediction.
+
+    1 iff the UTF-8 bytes of `pred` equal the first l bytes of `continuation` and l is one of
+    `boundaries` (cumulative byte lengths of the continuation's tokens); else 0.
+
+    >>> prefix_match_score(" the", " the cat", [4, 8])
+    1.0
+    >>> prefix_match_score(" th", " the cat", [4, 8])
+    0.0
+    """
+    if pred is None:
+        return 0.0
+    b = pred.encode("utf-8")
+    if not b or len(b) not in set(boundaries):
+        return 0.0
+    return 1.0 if continuation.encode("utf-8")[: len(b)] == b else 0.0

@@ -17,7 +17,7 @@ import re
 import string
 from collections.abc import Callable
 
-from policy.format import THINK_CLOSE, THINK_OPEN, extract_boxed, split_think
+from policy.format import THINK_CLOSE, THINK_OPEN, extract_boxed, prefix_match_score, split_think
 
 RewardFn = Callable[..., list[float | None]]
 REWARDS: dict[str, RewardFn] = {}
@@ -48,25 +48,6 @@ def final_answer(text: str) -> str:
 def thinks(text: str) -> bool:
     """True when the completion opens with ``<think>``."""
     return text.lstrip().startswith(THINK_OPEN)
-
-
-def prefix_match_score(pred: str | None, continuation: str, boundaries: list[int]) -> float:
-    """RPT's prefix-matching reward (arXiv 2506.08007, Eq. 3) for one prediction.
-
-    1 iff the UTF-8 bytes of `pred` equal the first l bytes of `continuation` and l is one of
-    `boundaries` (cumulative byte lengths of the continuation's tokens); else 0.
-
-    >>> prefix_match_score(" the", " the cat", [4, 8])
-    1.0
-    >>> prefix_match_score(" th", " the cat", [4, 8])
-    0.0
-    """
-    if pred is None:
-        return 0.0
-    b = pred.encode("utf-8")
-    if not b or len(b) not in set(boundaries):
-        return 0.0
-    return 1.0 if continuation.encode("utf-8")[: len(b)] == b else 0.0
 
 
 @register("prefix_match")

@@ -64,3 +64,14 @@ def test_aggregate():
     a = aggregate([1.0, 2.0, 6.0], [0.5, 0.5, 2.0])
     assert a["mean"] == 3.0 and a["max"] == 6.0 and a["varentropy"] == 1.0 and a["tokens"] == 3
     assert aggregate([])["mean"] == 0.0
+
+
+def test_format_docstring_examples_pass():
+    import doctest
+
+    import policy.entropy
+    import policy.format
+
+    for mod in (policy.format, policy.entropy):
+        res = doctest.testmod(mod)
+        assert res.attempted > 0 and res.failed == 0
