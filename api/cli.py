@@ -2,7 +2,7 @@
 
 Commands: ``serve`` (the API), ``ingest`` (index files and folders), ``search`` (query the
 index), ``prepare`` (models, and with --demo the demo index), ``train`` (GRPO, see
-`training.grpo`), ``demo-corpus`` (print its folder).
+`training.grpo`), ``eval`` (see `agent.eval`), ``demo-corpus`` (print its folder).
 Bad input exits non-zero with a one-line ``error: …`` message; nothing already indexed is lost.
 """
 from __future__ import annotations
@@ -144,6 +144,15 @@ def train(ctx: typer.Context):
     from training.grpo import main as grpo_main  # the CLI only dispatches; training owns the logic
 
     grpo_main(list(ctx.args))
+
+
+@app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def eval_cmd(ctx: typer.Context):
+    """Evaluation: the same flags as `python -m agent.eval` (modes never/always/gated, τ sweep, calibration)."""
+    from agent.eval import main as eval_main
+
+    eval_main(list(ctx.args))
 
 
 @app.command("demo-corpus")
