@@ -48,8 +48,9 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         if policy is None:
             from policy.models import load_policy
 
-            policy = load_policy(settings.model, settings.cache_dir, served_name=settings.served_model_name, device=settings.device,
-                                 cache_slots=settings.cache_slots)
+            kw = {"device": settings.device, "cache_slots": settings.cache_slots} if settings.backend == "transformers" else {}
+            policy = load_policy(settings.model, settings.cache_dir, backend=settings.backend,
+                                 remote_url=settings.remote_url, served_name=settings.served_model_name, **kw)
         if retriever is None:
             from retrieval.retriever import Retriever
 

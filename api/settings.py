@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     threads_db: Path | None = Field(None, description="SQLite checkpointer file (default: <cache_dir>/threads.sqlite)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    backend: str = Field("transformers", pattern="^(transformers|vllm|remote)$",
+                         description="policy backend: transformers (CPU/GPU), vllm (in-process GPU) or remote")
+    remote_url: str | None = Field(None, description="OpenAI-compatible completions server for backend=remote")
     device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")
     reasoning_effort: str = Field("auto", description="default when a request names none: none, auto or high")
     max_input_chars: int = Field(32_000, ge=1, description="longest message content accepted, in characters")

@@ -134,15 +134,35 @@ def resolve_policy(name: str | None = None, root: Path | None = None) -> str:
     return name
 
 
-def load_policy(name: str | None = None, root: Path | None = None, **kwargs):
-    """Build the transformers-backed `Policy` for `name` (see `resolve_policy`; `root` is the cache root).
+def load_policy(name: str | None = None, root: Path | None = None, *, backend: str = "transformers",
+                remote_url: str | None = None, **kwargs):
+    """Build the `Policy` for `name` (see `resolve_policy`; `root` is the cache root).
 
-    Keyword arguments go to `TransformersPolicy`.
+    Args:
+        backend: "transformers" (default; CPU or GPU), "vllm" (in-process, GPU) or "remote"
+            (an OpenAI-compatible completions server at `remote_url`, serving `name`).
+        kwargs: passed to the backend (`served_name` names the model in the API).
+
+    Raises:
+        ValueError: unknown backend, or "remote" without `remote_url`.
     """
-    from policy.transformers_backend import TransformersPolicy
-
+    served = kwargs.pop("served_name", None) or name or DEFAULT_POLICY
     path = resolve_policy(name, root)
-    return TransformersPolicy(path, name=kwargs.pop("served_name", None) or name or DEFAULT_POLICY, **kwargs)
+    if backend == "transformers":
+        from policy.transformers_backend import TransformersPolicy
+
+        return TransformersPolicy(path, name=served, **kwargs)
+    if backend == "vllm":
+        from policy.vllm_backend import VLLMPolicy
+
+        return VLLMPolicy(path, name=served, **{k: v for k, v in kwargs.items() if k not in ("cache_slots", "device")})
+    if backend == "remote":
+        if not remote_url:
+            raise ValueError("backend 'remote' needs a remote_url (THINKGATE_REMOTE_URL)")
+        from policy.remote import RemotePolicy
+
+        return RemotePolicy(remote_url, served, path)
+    raise ValueError(f"backend must be transformers, vllm or remote, got {backend!r}")
 
 
 def main() -> None:
