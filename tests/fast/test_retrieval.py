@@ -85,7 +85,7 @@ def test_index_persists_searches_and_deletes(tmp_path):
     idx.replace_sources([("a", "h1", [Chunk("H", f"text {i}", i) for i in range(3)], v[:3]),
                          ("b", "h2", [Chunk("", "other", 0), Chunk("", "more", 1)], v[3:])])
     hits = idx.search(v[1], 2)
-    assert hits[0].text == "text 1" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].text == "text 1" and hits[0].score == pytest.approx(1.0, abs=1e-3)  # fp16 storage
     idx.close()
     idx2 = ChunkIndex(tmp_path, 8, "e")
     assert len(idx2) == 5 and idx2.search(v[1], 1)[0].text == "text 1"
@@ -95,6 +95,11 @@ def test_index_persists_searches_and_deletes(tmp_path):
     assert [s["source"] for s in idx2.sources()] == ["b"]
     with pytest.raises(IndexMismatchError):
         ChunkIndex(tmp_path, 16, "e")
+    idx2.close()
+    exact = ChunkIndex(tmp_path, 8, "e", kind="flat")  # another kind: rebuilt from SQLite's float32 vectors
+    assert len(exact) == 2 and exact.search(v[3], 1)[0].score == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="index kind"):
+        ChunkIndex(tmp_path, 8, "e", kind="hnsw")
 
 
 def test_stale_or_torn_faiss_file_is_rebuilt_from_sqlite(tmp_path):
