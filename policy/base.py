@@ -174,3 +174,24 @@ class Policy(abc.ABC):
 
     async def close(self) -> None:
         """Release resources (threads, connections)."""
+
+
+class HFTokenizerMixin:
+    """`tokenize`, `detokenize` and `chat_prompt` over a Hugging Face tokenizer in ``self.tokenizer``
+    (shared by every backend that tokenizes locally)."""
+
+    tokenizer = None
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """Text of `token_ids`, special tokens skipped."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def chat_prompt(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of `messages` rendered by the tokenizer's chat template."""
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+        return self.tokenize(text)

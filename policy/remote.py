@@ -13,11 +13,17 @@ Contract:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import httpx
 
-from policy.base import GenerationDelta, GenerationParams, Policy, PromptTooLongError
+from policy.base import (
+    GenerationDelta,
+    GenerationParams,
+    HFTokenizerMixin,
+    Policy,
+    PromptTooLongError,
+)
 from policy.entropy import topk_entropy
 
 
@@ -25,7 +31,7 @@ class RemoteError(RuntimeError):
     """The completions server answered with an error or an unreadable stream."""
 
 
-class RemotePolicy(Policy):
+class RemotePolicy(HFTokenizerMixin, Policy):
     """Args:
         base_url: server root, e.g. ``http://127.0.0.1:8001`` (``/v1/completions`` is appended).
         model: the served model name.
@@ -51,17 +57,6 @@ class RemotePolicy(Policy):
         self.special_tokens = tuple(tokenizer.all_special_tokens)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = client or httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def detokenize(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
-
-    def chat_prompt(self, messages, add_generation_prompt: bool = True) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
-        return self.tokenize(text)
 
     def _body(self, ids: list[int], params: GenerationParams) -> dict:
         body = {"model": self.name, "prompt": ids, "max_tokens": params.max_tokens,

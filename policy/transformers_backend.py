@@ -20,7 +20,13 @@ from pathlib import Path
 
 import torch
 
-from policy.base import GenerationDelta, GenerationParams, Policy, PromptTooLongError
+from policy.base import (
+    GenerationDelta,
+    GenerationParams,
+    HFTokenizerMixin,
+    Policy,
+    PromptTooLongError,
+)
 from policy.entropy import logits_entropy
 
 
@@ -39,7 +45,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-class TransformersPolicy(Policy):
+class TransformersPolicy(HFTokenizerMixin, Policy):
     """A causal LM served in-process with transformers.
 
     Args:
@@ -82,19 +88,6 @@ class TransformersPolicy(Policy):
         self._clock = 0
         self._lock = threading.Lock()
         self.stats = {"generations": 0, "prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0}
-
-    # ---------------------------------------------------------------- text
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def detokenize(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
-
-    def chat_prompt(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     # ---------------------------------------------------------------- generation
     async def stream(self, prompt, params: GenerationParams) -> AsyncIterator[GenerationDelta]:

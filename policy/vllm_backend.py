@@ -11,13 +11,19 @@ Contract:
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
-from policy.base import GenerationDelta, GenerationParams, Policy, PromptTooLongError
+from policy.base import (
+    GenerationDelta,
+    GenerationParams,
+    HFTokenizerMixin,
+    Policy,
+    PromptTooLongError,
+)
 from policy.entropy import topk_entropy
 
 
-class VLLMPolicy(Policy):
+class VLLMPolicy(HFTokenizerMixin, Policy):
     """Args:
         model: checkpoint dir or hub id.
         name: served name (default: `model`).
@@ -44,17 +50,6 @@ class VLLMPolicy(Policy):
         self.max_context = int(max_model_len or getattr(self.tokenizer, "model_max_length", 4096) or 4096)
         self.eos_token_ids = tuple(t for t in (self.tokenizer.eos_token_id,) if t is not None)
         self.special_tokens = tuple(self.tokenizer.all_special_tokens)
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def detokenize(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
-
-    def chat_prompt(self, messages, add_generation_prompt: bool = True) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
-        return self.tokenize(text)
 
     async def stream(self, prompt, params: GenerationParams) -> AsyncIterator[GenerationDelta]:
         from vllm import SamplingParams
