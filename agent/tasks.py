@@ -112,7 +112,9 @@ def ntr_tasks(path: str | Path, n: int | None = None) -> list[Task]:
     for i, r in enumerate(rows):
         def score(answer: str, meta: dict, r=r) -> float:
             return prefix_match_score(extract_boxed(answer), r["continuation"], r["boundaries"])
-        tasks.append(Task(f"ntr-{i}", r["prompt"][-1]["content"], score, retrieval=False,
+        question = ("Predict the next token of this text. Reply with the predicted text in \\boxed{} "
+                    f"and nothing else.\n\nText: {r['context']}")
+        tasks.append(Task(f"ntr-{i}", question, score, retrieval=False,
                           meta={"hard": r.get("hard"), "entropy": r.get("entropy")}))
     return tasks
 

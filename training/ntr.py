@@ -20,10 +20,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-NTR_INSTRUCTION = (
-    "Predict the next token of the text below: the word or piece of a word that comes next, "
-    "with its leading space if it has one. If the next token is hard to predict, reason first "
-    "inside <think> </think>; if it is easy, answer at once. Put only the predicted text in \\boxed{}."
+NTR_SYSTEM = (
+    "You predict the next token of a text. Reply with the predicted text in \\boxed{} and nothing else. "
+    "When the next token is hard to predict, first reason briefly inside <think> </think>."
+)
+# Few-shot turns: a small instruct model follows the answer format far more often with them
+# (SmolLM2-135M: 0/64 sampled completions boxed without, ~40% with; measured on the demo corpus).
+NTR_SHOTS = (
+    ("The cat sat on the", "\\boxed{ mat}"),
+    ("import numpy as", "\\boxed{ np}"),
+    ("The capital of the country whose flag is a red circle on white is",
+     "<think>A red circle on white is the flag of Japan, whose capital is Tokyo.</think>\n\\boxed{ Tokyo}"),
 )
 
 
@@ -122,8 +129,11 @@ def boundaries(tokenizer, cont_ids: list[int]) -> tuple[str, list[int]]:
 
 
 def ntr_prompt(context: str) -> list[dict]:
-    """Chat prompt of one NTR example."""
-    return [{"role": "user", "content": f"{NTR_INSTRUCTION}\n\nText:\n{context}"}]
+    """Chat prompt of one NTR example: system instruction, the few-shot turns, then the context."""
+    msgs = [{"role": "system", "content": NTR_SYSTEM}]
+    for text, answer in NTR_SHOTS:
+        msgs += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+    return msgs + [{"role": "user", "content": context}]
 
 
 def build_ntr_rows(tokenizer, all_ids: list[list[int]], scored: list[ScoredPosition], *, n: int,

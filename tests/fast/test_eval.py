@@ -67,7 +67,7 @@ def test_task_scorers(tmp_path):
     re_task = next(t for t in docs if t.id == "docs-regex-module")
     assert re_task.score("Use the re module.", {}) == 1.0 and re_task.score("Use regular expressions", {}) == 0.0
     f = tmp_path / "ntr.jsonl"
-    f.write_text(json.dumps({"prompt": [{"role": "user", "content": "Text: the"}], "continuation": " cat sat",
+    f.write_text(json.dumps({"prompt": [{"role": "user", "content": "the"}], "context": "the", "continuation": " cat sat",
                              "boundaries": [4, 8], "hard": True}) + "\n")
     (t,) = ntr_tasks(f)
     assert t.score(r"\boxed{ cat}", {}) == 1.0 and t.score(r"\boxed{ ca}", {}) == 0.0 and not t.retrieval

@@ -74,7 +74,7 @@ def test_ntr_boundaries_and_selection():
     scored = [ScoredPosition(0, t, e) for t, e in zip(range(2, len(ids)), [3.0, 0.1, 2.5, 0.2, 0.3, 2.1, 0.1, 0.1])]
     rows = build_ntr_rows(tok, [ids], scored, n=4, entropy_threshold=2.0, easy_share=0.25, seed=1)
     assert len(rows) == 4 and sorted(r["entropy"] for r in rows if r["hard"]) == [2.5, 3.0]  # both hard ones, 2 easy
-    assert all("\\boxed{}" in r["prompt"][0]["content"] for r in rows)
+    assert all("\\boxed{}" in r["prompt"][0]["content"] and r["prompt"][-1]["content"] == r["context"] for r in rows)
     again = build_ntr_rows(tok, [ids], scored, n=4, entropy_threshold=2.0, easy_share=0.25, seed=1)
     assert rows == again  # reproducible from the seed
 
