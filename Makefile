@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models docs demo-index serve test test-fast test-integration bench clean
+.PHONY: install models docs demo-index serve test test-fast test-integration bench train-cpu results clean
 
 $(STAMP): pyproject.toml Makefile
 	@echo "==> [1/3] virtual environment $(VENV) and packages"
@@ -59,8 +59,19 @@ test-fast: install
 test-integration: models
 	$(PY) -m pytest -q -m integration
 
-bench: models
-	$(PY) -m benchmarks.latency
+bench: demo-index
+	$(PY) -m agent.bench --index $${THINKGATE_INDEX_DIR:-$$HOME/.cache/thinkgate/index}
+	$(PY) -m retrieval.bench
+
+# The longer CPU training run of docs/results (about 45 min on 2 cores).
+train-cpu: demo-index
+	$(PY) -m training.grpo --config training/recipes/lora_cpu.yaml
+
+# Reproduce docs/results/eval: base vs trained, never/always/gated, tau sweep and calibration.
+results: train-cpu
+	$(PY) -m agent.eval --models smollm2-135m-instruct runs/ntr-lora-cpu --tasks rg-easy rg-hard docs ntr \
+	  --n 12 --index $${THINKGATE_INDEX_DIR:-$$HOME/.cache/thinkgate/index} \
+	  --ntr-file runs/ntr-lora-cpu/ntr_dataset.jsonl --calibrate --out docs/results/eval
 
 clean:
 	rm -rf $(VENV) .pytest_cache
