@@ -63,7 +63,7 @@ bench: demo-index
 	$(PY) -m agent.bench --index $${THINKGATE_INDEX_DIR:-$$HOME/.cache/thinkgate/index}
 	$(PY) -m retrieval.bench
 
-# The longer CPU training run of docs/results (about 45 min on 2 cores).
+# The longer CPU training run of docs/results (about 30 min on 2 cores).
 train-cpu: demo-index
 	$(PY) -m training.grpo --config training/recipes/lora_cpu.yaml
 
