@@ -168,7 +168,7 @@ async def think_step(state: State, runtime: Runtime[Context]) -> dict:
     score = aggregate(gen.entropies)
     n = len(state["steps"]) + 1
     text = ctx.policy.detokenize(ids)
-    step = {"n": n, "text": text.strip(), "tokens": len(ids), "entropy": round(score["mean"], 4),
+    step = {"n": n, "text": text.strip(), "tokens": len(ids), "chars": len(text), "entropy": round(score["mean"], 4),
             "max_entropy": round(score["max"], 4), "search": None, "probe": None}
     update: dict = {"transcript": state["transcript"] + ids, "tokens": tokens,
                     "reasoning": state.get("reasoning", "") + text, "pending_query": None}
@@ -244,16 +244,21 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     finish = state.get("finish_reason", "")
     if state["decision"] == "think" and not state.get("closed"):
         transcript += ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
+    reasoning = state.get("reasoning", "")
     if state.get("exit_reason") == "model_ended" and state["steps"]:
-        # the model ended its turn inside <think>: its last step is its answer
-        text, finish = state["steps"][-1]["text"], "stop"
+        # the model ended its turn inside <think>: its last step is its answer (tokens and text move over)
+        last = state["steps"][-1]
+        text, finish = last["text"], "stop"
+        tokens["reasoning"] -= last["tokens"]
+        tokens["answer"] += last["tokens"]
+        reasoning = reasoning[: len(reasoning) - last["chars"]]
         _emit(runtime, "content", text)
     if not finish:
         left = _answer_budget(state, cfg) - tokens["draft"]
         if left > 0:
             gen = await _run(runtime, transcript, GenerationParams(
                 max_tokens=left, temperature=state.get("temperature", 0.0) or 0.0, seed=state.get("seed")), "content")
-            tokens["answer"] = len(gen.token_ids)
+            tokens["answer"] += len(gen.token_ids)
             transcript += gen.token_ids
             text += gen.text
             finish = gen.finish_reason
@@ -263,4 +268,4 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     if state["decision"] == "think" and THINK_CLOSE in text:  # a model that closed thinking inside the answer
         text = text.split(THINK_CLOSE, 1)[1].strip()
     return {"answer": text, "finish_reason": finish, "transcript": transcript, "tokens": tokens,
-            "messages": [AIMessage(content=text)]}
+            "reasoning": reasoning, "messages": [AIMessage(content=text)]}

@@ -173,3 +173,14 @@ def test_config_reads_calibration_file(tmp_path):
     (tmp_path / "thinkgate.json").write_text('{"tau_think": 0.7, "tau_exit": 0.2}')
     cfg = AgentConfig.for_model(tmp_path, tau_exit=0.3)
     assert cfg.tau_think == 0.7 and cfg.tau_exit == 0.3
+
+
+async def test_model_ending_inside_think_makes_last_step_the_answer():
+    steps = (("First.\n\n", 0.5, False), ("It is 42.", 0.5, True))  # second step ends the turn (EOS)
+    agent, _, _ = make(scripted(draft=("x", 3.0, False), steps=steps, probe=("unsure", 2.0, False)),
+                       tau_think=1.0, tau_exit=0.5)
+    turn = await agent.run([{"role": "user", "content": "q"}])
+    m = turn.metadata
+    assert m["exit_reason"] == "model_ended" and turn.answer == "It is 42."
+    assert turn.reasoning == "First." and m["tokens"]["reasoning"] == len("First.\n\n")
+    assert m["tokens"]["answer"] == len("It is 42.")
