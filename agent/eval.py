@@ -212,13 +212,14 @@ def plot(path: Path, results: dict) -> None:
             color = f"C{ci}"
             sweep = results["sweeps"].get(model, {}).get(set_name, [])
             if sweep:
-                ax.plot([p["total_tokens"] for p in sweep], [p["accuracy"] for p in sweep], "-", color=color,
-                        alpha=0.5, lw=1, label=f"{Path(model).name} τ sweep")
+                pts = sorted((p["total_tokens"], p["accuracy"]) for p in sweep)
+                ax.plot(*zip(*pts), "-", color=color, alpha=0.5, lw=1, label=f"{Path(model).name} τ sweep")
             for mode, s in per_set.get(set_name, {}).items():
                 m = markers.get(mode.split("@")[0], "x")
                 ax.plot(s["total_tokens"], s["accuracy"], m, color=color, ms=7,
                         label=f"{Path(model).name} {mode}")
         ax.set_title(set_name)
+        ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("mean generated tokens")
         ax.set_ylabel("accuracy")
     axes[0][0].legend(fontsize=6)
