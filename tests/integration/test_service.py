@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.config import AgentConfig
 from api.app import create_app
 from api.settings import Settings
 from policy.models import cache_dir
@@ -25,7 +26,8 @@ async def client(tmp_path_factory):
     rep = retriever.ingest([DATA], progress=False)
     assert rep.files_indexed == 4 and rep.chunks_added >= 8
     settings = Settings(cache_dir=cache_dir(), index_dir=tmp / "index", threads_db=tmp / "threads.sqlite")
-    app = create_app(settings, retriever=retriever)
+    # defaults pinned: a thinkgate.json written by a calibration run must not change what is tested
+    app = create_app(settings, retriever=retriever, agent_config=AgentConfig())
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
                                      timeout=300) as c:
