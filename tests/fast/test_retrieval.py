@@ -197,3 +197,15 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "api.cli", "search", "  "], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: query is empty")
+
+
+def test_fallback_demo_corpus_from_the_interpreter(tmp_path):
+    """Where Debian's python3.11-doc is missing, the demo corpus comes from pydoc_data and stdlib docstrings."""
+    code = ("import sys; from pathlib import Path; from retrieval.demo import write_fallback; "
+            f"write_fallback(Path({str(tmp_path / 'c')!r}))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True)
+    topics = list((tmp_path / "c" / "topics").glob("*.txt"))
+    modules = list((tmp_path / "c" / "modules").glob("*.rst"))
+    assert len(topics) > 50 and len(modules) > 50
+    secs = load_file(tmp_path / "c" / "modules" / "json.rst")
+    assert secs[0].heading == "json" and "JSON" in secs[0].text
