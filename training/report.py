@@ -16,7 +16,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from training.rewards import _think_tokens, completion_text, correctness, thinks
+from training.rewards import think_token_count, completion_text, correctness, thinks
 
 
 def batch_stats(completions, completion_ids=None, hard=None, **kwargs) -> dict[str, float]:
@@ -24,7 +24,7 @@ def batch_stats(completions, completion_ids=None, hard=None, **kwargs) -> dict[s
     texts = [completion_text(c) for c in completions]
     think = [thinks(t) for t in texts]
     n_ids = [len(i) for i in completion_ids] if completion_ids is not None else [None] * len(texts)
-    tt = [_think_tokens(t, n) for t, n in zip(texts, n_ids)]
+    tt = [think_token_count(t, n) for t, n in zip(texts, n_ids)]
     ok = [x or 0.0 for x in correctness(completions, **kwargs)]
     out = {"think_rate": sum(think) / len(think), "think_tokens": sum(tt) / len(tt), "accuracy": sum(ok) / len(ok)}
     if hard is not None:

@@ -122,7 +122,7 @@ def correctness(completions, **kwargs) -> list[float | None]:
     return answer_match(completions, **kwargs)
 
 
-def _think_tokens(text: str, n_ids: int | None) -> int:
+def think_token_count(text: str, n_ids: int | None) -> int:
     """Tokens inside ``<think>…</think>``: the completion's token count scaled by the share of
     characters that are reasoning (no tokenizer reaches reward functions); words when ids are absent."""
     if not thinks(text):
@@ -143,7 +143,7 @@ def think_length(completions, completion_ids=None, think_budget: int = 256, **kw
     out: list[float | None] = []
     for i, c in enumerate(completions):
         n = len(completion_ids[i]) if completion_ids is not None else None
-        out.append(-min(1.0, _think_tokens(completion_text(c), n) / think_budget) + 0.0)  # no -0.0
+        out.append(-min(1.0, think_token_count(completion_text(c), n) / think_budget) + 0.0)  # no -0.0
     return out
 
 
