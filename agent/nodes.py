@@ -47,19 +47,8 @@ def _role(msg) -> str:
 
 async def _run(runtime: Runtime[Context], ids: list[int], params: GenerationParams, kind: str | None) -> Generation:
     """Generate from `ids`; when `kind` is set, stream each text delta as that kind."""
-    policy = runtime.context.policy
-    if kind is None:
-        return await policy.generate(ids, params)
-    out_ids, ents, vents, last = [], [], [], None
-    async for d in policy.stream(ids, params):
-        out_ids += d.token_ids
-        ents += d.entropies
-        vents += d.varentropies
-        last = d
-        if d.text:
-            runtime.stream_writer({"type": kind, "text": d.text})
-    return Generation(policy.detokenize(out_ids), out_ids, ents, last.finish_reason, last.stop_reason,
-                      policy.entropy_method, vents, last.prompt_tokens, last.cached_tokens)
+    emit = None if kind is None else (lambda text: runtime.stream_writer({"type": kind, "text": text}))
+    return await runtime.context.policy.generate(ids, params, on_text=emit)
 
 
 def _strip_eos(runtime: Runtime[Context], gen: Generation) -> list[int]:

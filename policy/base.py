@@ -14,7 +14,7 @@ Contract:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -144,8 +144,13 @@ class Policy(abc.ABC):
             PromptTooLongError: prompt + max_tokens exceeds `max_context`.
         """
 
-    async def generate(self, prompt: str | Sequence[int], params: GenerationParams) -> Generation:
-        """Generate to the end and return the whole `Generation` (collects `stream`)."""
+    async def generate(self, prompt: str | Sequence[int], params: GenerationParams,
+                       on_text: Callable[[str], None] | None = None) -> Generation:
+        """Generate to the end and return the whole `Generation` (collects `stream`).
+
+        Args:
+            on_text: called with each non-empty text delta as it arrives (for streaming callers).
+        """
         ids: list[int] = []
         ents: list[float] = []
         vents: list[float] = []
@@ -155,6 +160,8 @@ class Policy(abc.ABC):
             ents += delta.entropies
             vents += delta.varentropies
             last = delta
+            if on_text is not None and delta.text:
+                on_text(delta.text)
         assert last is not None and last.finish_reason is not None, "stream ended without a finish reason"
         return Generation(
             text=self.detokenize(ids),
