@@ -173,9 +173,9 @@ class DocumentServing:
     async def delete(self, source: str) -> DocumentOut | ErrorResponse:
         if err := self._missing():
             return err
-        n = await asyncio.to_thread(self.retriever.delete, source)
-        if n == 0 and source not in {s["source"] for s in self.retriever.index.sources()}:
+        if self.retriever.index.file_hash(source) is None:
             return ErrorResponse.make(f"no document with source {source!r}", 404, param="source", code="not_found")
+        n = await asyncio.to_thread(self.retriever.delete, source)
         return DocumentOut(source=source, chunks=n)
 
     async def search(self, q: str, k: int) -> SearchResponse | ErrorResponse:
