@@ -62,7 +62,6 @@ def run(script, cfg, model_args) -> Path:
     trained = trainer.model
     if hasattr(trained, "merge_and_unload") and script.merge_lora:
         trained = trained.merge_and_unload()
-    trained = trained.to(torch.float32) if dtype != torch.float32 and cfg.use_cpu else trained
     if trainer.accelerator.is_main_process:
         trained.save_pretrained(out)
         tokenizer.padding_side = "right"
