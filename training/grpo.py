@@ -20,6 +20,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+CALIBRATION_FILE = "thinkgate.json"  # read by agent.config.AgentConfig.for_model (training does not import agent)
+
 
 def run(script, cfg, model_args) -> Path:
     """Train and save; returns the output dir. Raises ValueError for bad arguments."""
@@ -27,7 +29,6 @@ def run(script, cfg, model_args) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer, get_peft_config
 
-    from agent.config import CALIBRATION_FILE, AgentConfig
     from policy.models import cache_dir, resolve_policy
     from training.data import build_datasets
     from training.report import MetricsCallback, evaluate_held_out, plot_curves, stats_reward
@@ -71,8 +72,9 @@ def run(script, cfg, model_args) -> Path:
         if src.is_file():
             shutil.copy(src, out / CALIBRATION_FILE)
         else:
-            (out / CALIBRATION_FILE).write_text(json.dumps(
-                {"_comment": "defaults; calibrate with `python -m agent.eval`", **AgentConfig().to_dict()}, indent=2))
+            # no values: the agent's defaults apply until `python -m agent.eval --calibrate` writes some
+            (out / CALIBRATION_FILE).write_text(json.dumps({"_comment": "agent defaults; calibrate with "
+                                                                        "`python -m agent.eval --calibrate`"}))
         summary = {"model": model_args.model_name_or_path, "task": script.task, "steps": trainer.state.global_step,
                    "rewards": script.reward_funcs, "weights": weights, "held_out_before": before,
                    "held_out_after": after, "train_examples": len(train)}
