@@ -1,7 +1,7 @@
 """The graph's nodes: each is ``(State, Runtime[Context]) → partial update``.
 
-- `retrieve`: embed the question (plus recent user turns), take the top-k passages, build the
-  prompt, reset the turn.
+- `retrieve`: embed the question (plus recent user turns), take the top-k passages that score at
+  least `min_passage_score`, build the prompt (`tasks.prompt`, as trained), reset the turn.
 - `gate`: greedily draft `draft_tokens` answer tokens and score their entropy. Confident →
   the draft stays in the transcript and `answer` continues it (no extra forward pass).
   Uncertain → ``<think>`` is appended instead. `reasoning_effort` none/high bypass the test.
@@ -25,11 +25,11 @@ import time
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
-from agent.prompts import build_messages, clean_passage
 from agent.state import Context, State
 from policy.base import Generation, GenerationParams
 from policy.entropy import aggregate
 from policy.format import THINK_CLOSE, THINK_OPEN, find_search, information_block
+from tasks.prompt import build_messages, select_passages
 
 STEP_STOPS = ("\n\n", "</search>", THINK_CLOSE)
 
@@ -70,14 +70,8 @@ async def _search(runtime: Runtime[Context], query: str, k: int, seen: set[int],
     ctx = runtime.context
     t0 = time.perf_counter()
     hits = await ctx.retriever.asearch(query, k + len(seen)) if ctx.retriever is not None else []
-    new = []
-    for h in hits:
-        if h.id in seen or len(new) >= k:
-            continue
-        text = clean_passage(h.text, ctx.policy.special_tokens)
-        new.append({"n": start_n + len(new), "id": h.id, "source": h.source,
-                    "heading": clean_passage(h.heading, ctx.policy.special_tokens),
-                    "text": text, "score": round(float(h.score), 4), "trigger": trigger})
+    new = select_passages(hits, k, min_score=ctx.config.min_passage_score, seen=seen, start_n=start_n,
+                          special_tokens=ctx.policy.special_tokens, trigger=trigger)
     rec = {"query": query, "trigger": trigger, "passages": [p["n"] for p in new],
            "ms": round((time.perf_counter() - t0) * 1000, 2)}
     return new, rec

@@ -104,6 +104,15 @@ def split_think(text: str) -> tuple[str | None, str]:
     return reasoning.strip(), answer.strip()
 
 
+def think_completion(reasoning: str, answer: str) -> str:
+    """A thinking completion: ``<think>\\n{reasoning}\\n</think>\\n{answer}`` (the warm-up's think target).
+
+    >>> think_completion("1 + 2 = 3", "3")
+    '<think>\\n1 + 2 = 3\\n</think>\\n3'
+    """
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n{answer}"
+
+
 def information_block(passages: list[tuple[int, str, str]]) -> str:
     """Render retrieved passages as one ``<information>`` block.
 

@@ -109,6 +109,24 @@ class ChunkIndex:
                                 [("dim", str(dim)), ("embedder", embedder), ("generation", "0")])
         self.faiss = self._load_faiss()
 
+    @classmethod
+    def open_existing(cls, directory: str | Path) -> "ChunkIndex":
+        """Open an index that exists, with the dimension and embedder recorded in it (for readers
+        that need no embedder, e.g. the NTR corpus).
+
+        Raises:
+            FileNotFoundError: there is no index in `directory`.
+        """
+        db = Path(directory).expanduser() / "chunks.sqlite"
+        if not db.is_file():
+            raise FileNotFoundError(f"no index at {db.parent}: build one with `thinkgate ingest PATH`")
+        con = sqlite3.connect(db)
+        try:
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            con.close()
+        return cls(directory, int(meta.get("dim", 384)), meta.get("embedder", ""))
+
     # ------------------------------------------------------------------ persistence
     @property
     def generation(self) -> int:
@@ -242,6 +260,24 @@ class ChunkIndex:
                 f"SELECT id, source, heading, text FROM chunks WHERE id IN ({','.join('?' * len(hits))})",
                 [i for i, _ in hits])}
         return [Passage(i, rows[i][1], rows[i][2], rows[i][3], s) for i, s in hits if i in rows]
+
+    def get(self, chunk_id: int) -> Passage | None:
+        """The stored chunk `chunk_id` (score 0), or None when there is none."""
+        with self._lock:
+            row = self.db.execute("SELECT id, source, heading, text FROM chunks WHERE id=?", (int(chunk_id),)).fetchone()
+        return Passage(*row) if row else None
+
+    def iter_chunks(self, batch: int = 1000):
+        """Every stored chunk as a `Passage` (score 0), in id order, read `batch` rows at a time."""
+        last = -1
+        while True:
+            with self._lock:
+                rows = self.db.execute("SELECT id, source, heading, text FROM chunks WHERE id > ? ORDER BY id LIMIT ?",
+                                       (last, batch)).fetchall()
+            if not rows:
+                return
+            yield from (Passage(*r) for r in rows)
+            last = rows[-1][0]
 
     def sources(self) -> list[dict]:
         """Indexed sources: [{"source", "chunks", "sha256", "added"}] sorted by source."""

@@ -8,22 +8,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 NTR_REWARDS = ["prefix_match", "think_length", "no_think_bonus", "soft_overlong", "format"]
-QA_REWARDS = ["answer_match", "think_length", "no_think_bonus", "soft_overlong", "format"]
+# binary correctness plus AdaptThink's no-think bonus: format and length penalties collapsed
+# other small runs, so they stay optional (add them with --reward_funcs)
+ARITH_REWARDS = ["correct", "no_think_bonus"]
 
 
 @dataclass
 class ScriptArguments:
     """Data, rewards and output of a GRPO run."""
 
-    task: str = field(default="ntr", metadata={"help": "ntr (next-token reasoning) or qa"})
+    task: str = field(default="ntr", metadata={"help": "ntr (next-token reasoning) or arith (chain sums of tasks.arithmetic, easy + hard)"})
     corpus: list[str] = field(default_factory=list, metadata={
         "help": "NTR: files/folders of text; default: the chunk texts of the agent's index"})
     index_dir: str | None = field(default=None, metadata={"help": "index whose texts are the default NTR corpus (default: <cache>/index)"})
     dataset_file: str | None = field(default=None, metadata={
-        "help": "a JSONL written by an earlier run (ntr_dataset.jsonl) or, for --task qa, {question, answer} lines"})
-    rg_dataset: str | None = field(default=None, metadata={"help": "qa: a reasoning-gym generator name, e.g. basic_arithmetic"})
-    rg_config: str = field(default="{}", metadata={"help": "qa: JSON of the generator's settings (difficulty)"})
-    num_examples: int = field(default=256, metadata={"help": "training examples to build"})
+        "help": "ntr: a JSONL written by an earlier run (ntr_dataset.jsonl)"})
+    num_examples: int = field(default=256, metadata={"help": "training examples to build (arith: per bucket)"})
     eval_examples: int = field(default=32, metadata={"help": "held-out examples (scored before and after training)"})
     window: int = field(default=256, metadata={"help": "ntr: tokens of each document scored by the proxy model"})
     context_tokens: int = field(default=96, metadata={"help": "ntr: tokens of context x_<t in a prompt"})
@@ -32,19 +32,24 @@ class ScriptArguments:
     easy_share: float = field(default=0.3, metadata={"help": "ntr: share of easy positions kept (the policy must learn not to think there)"})
     proxy_model: str | None = field(default=None, metadata={"help": "ntr: model scoring positions (default: the policy)"})
     reward_funcs: list[str] | None = field(default=None, metadata={
-        "help": f"reward names (registry in training/rewards.py); default ntr {NTR_REWARDS}, qa {QA_REWARDS}; "
+        "help": f"reward names (registry in training/rewards.py); default ntr {NTR_REWARDS}, arith {ARITH_REWARDS}; "
                 "weights go in --reward_weights"})
     think_budget: int = field(default=128, metadata={"help": "think_length: thinking tokens that cost the full penalty"})
     no_think_delta: float = field(default=0.5, metadata={"help": "no_think_bonus: δ for a correct answer without thinking"})
     overlong_buffer: int = field(default=32, metadata={"help": "soft_overlong: L_cache, tokens before max_completion_length where the penalty ramps"})
+    forced_modes: bool = field(default=True, metadata={
+        "help": "arith: each group is half forced to think, half forced to answer at once (training.rollout)"})
+    think_share: float = field(default=0.5, metadata={"help": "share of each group forced to think"})
+    mask_forced: bool = field(default=False, metadata={
+        "help": "drop the forced first token from the loss (then the mode decision itself is not trained)"})
     merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into the saved checkpoint"})
-    seed_data: int = field(default=0, metadata={"help": "seed for sampling positions / examples"})
+    seed_data: int = field(default=1, metadata={"help": "seed for sampling positions / examples (arith: 2 and 3 are the dev/test seeds)"})
 
     def __post_init__(self) -> None:
-        if self.task not in ("ntr", "qa"):
-            raise ValueError(f"task must be 'ntr' or 'qa', got {self.task!r}")
-        if self.task == "qa" and not (self.dataset_file or self.rg_dataset):
-            raise ValueError("task qa needs --dataset_file (JSONL of question/answer) or --rg_dataset")
+        if self.task not in ("ntr", "arith"):
+            raise ValueError(f"task must be 'ntr' or 'arith', got {self.task!r}")
+        if not 0.0 <= self.think_share <= 1.0:
+            raise ValueError(f"think_share must be in [0, 1], got {self.think_share}")
         for name in ("num_examples", "window", "context_tokens", "continuation_tokens", "think_budget", "overlong_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -52,7 +57,9 @@ class ScriptArguments:
             raise ValueError(f"eval_examples must be >= 0, got {self.eval_examples}")
         if not 0.0 <= self.easy_share <= 1.0:
             raise ValueError(f"easy_share must be in [0, 1], got {self.easy_share}")
+        if self.task == "arith" and self.seed_data in (2, 3):
+            raise ValueError(f"seed_data must not be a held-out seed (2 = dev, 3 = test), got {self.seed_data}")
         if self.entropy_threshold < 0:
             raise ValueError(f"entropy_threshold must be >= 0 nats, got {self.entropy_threshold}")
         if self.reward_funcs is None:
-            self.reward_funcs = list(NTR_REWARDS if self.task == "ntr" else QA_REWARDS)
+            self.reward_funcs = list(NTR_REWARDS if self.task == "ntr" else ARITH_REWARDS)

@@ -1,29 +1,21 @@
-"""Training data for both tasks, as `datasets.Dataset`s with a conversational ``prompt`` column.
+"""Training data for both GRPO tasks, as `datasets.Dataset`s whose ``prompt`` is the prompt text.
 
 Contract:
 - ``ntr``: `training.ntr` rows (prompt, continuation, boundaries, entropy, hard), built from the
   corpus with the proxy model, or read from ``--dataset_file``; written to
   ``<output_dir>/ntr_dataset.jsonl`` so the run can be repeated from the file.
-- ``qa``: ``{question, answer}`` JSONL lines or a reasoning-gym generator; the prompt lets the
-  policy think or answer directly and asks for the answer in ``\\boxed{}``.
+- ``arith``: chain sums of both buckets from `training.dual.train_items` (never a dev/test
+  expression), each row with the served prompt and its ``item`` (the reward's scorer).
+- Prompts are rendered by the policy's chat template here (``prompt`` is text), so the token
+  ids TRL trains on are the agent's.
 - The first `eval_examples` rows are held out; the rest train.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from training.config import ScriptArguments
 from training.ntr import build_ntr_rows, load_corpus, read_jsonl, score_positions, write_jsonl
-
-QA_INSTRUCTION = ("Answer the question. If it needs reasoning, think first inside <think> </think>; "
-                  "otherwise answer at once. Put the final answer in \\boxed{}.")
-
-
-def qa_prompt(question: str) -> list[dict]:
-    """Chat prompt of one QA example."""
-    return [{"role": "user", "content": f"{QA_INSTRUCTION}\n\nQuestion: {question}"}]
-
 
 def ntr_rows(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, index_dir: Path) -> list[dict]:
     """NTR rows: from --dataset_file, else built with the proxy model (written to out_dir)."""
@@ -52,27 +44,17 @@ def ntr_rows(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, i
     return rows
 
 
-def qa_rows(args: ScriptArguments) -> list[dict]:
-    """QA rows from a JSONL file or a reasoning-gym generator.
+def arith_rows(args: ScriptArguments, tokenizer) -> list[dict]:
+    """Arithmetic rows: held-out rows first (`eval_examples`), then `num_examples` per bucket, shuffled."""
+    import random
 
-    Raises:
-        ValueError: a row without question/answer, or reasoning-gym missing.
-    """
-    if args.dataset_file:
-        rows = read_jsonl(args.dataset_file)
-        for i, r in enumerate(rows, 1):
-            if "question" not in r or "answer" not in r:
-                raise ValueError(f"{args.dataset_file}:{i}: a QA row needs 'question' and 'answer'")
-    else:
-        try:
-            import reasoning_gym
-        except ImportError:
-            raise ValueError("--rg_dataset needs reasoning-gym: pip install reasoning-gym") from None
-        ds = reasoning_gym.create_dataset(args.rg_dataset, size=args.num_examples + args.eval_examples,
-                                          seed=args.seed_data, **json.loads(args.rg_config))
-        rows = [{"question": e["question"], "answer": str(e["answer"])} for e in ds]
-    return [{"prompt": qa_prompt(r["question"]), "question": r["question"], "answer": str(r["answer"]),
-             "hard": bool(r.get("hard", False))} for r in rows]
+    from tasks import render_prompt
+    from training.dual import item_columns, train_items
+
+    n = args.num_examples + (args.eval_examples + 1) // 2
+    items = train_items(n, args.seed_data)
+    random.Random(args.seed_data).shuffle(items)
+    return [{"prompt": render_prompt(tokenizer, it), **item_columns(it)} for it in items]
 
 
 def build_datasets(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, index_dir: Path):
@@ -83,7 +65,12 @@ def build_datasets(args: ScriptArguments, model_path: str, tokenizer, out_dir: P
     """
     from datasets import Dataset
 
-    rows = ntr_rows(args, model_path, tokenizer, out_dir, index_dir) if args.task == "ntr" else qa_rows(args)
+    if args.task == "ntr":
+        rows = ntr_rows(args, model_path, tokenizer, out_dir, index_dir)
+        rows = [dict(r, prompt=tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True))
+                for r in rows]
+    else:
+        rows = arith_rows(args, tokenizer)
     if len(rows) <= args.eval_examples:
         raise ValueError(f"only {len(rows)} examples: need more than eval_examples={args.eval_examples}")
     held, train = rows[: args.eval_examples], rows[args.eval_examples:][: args.num_examples]

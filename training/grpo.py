@@ -1,4 +1,6 @@
-"""``python -m training.grpo``: GRPO on next-token reasoning (or QA) with an overthinking penalty.
+"""``python -m training.grpo``: adaptive GRPO — on chain sums from the warm-up checkpoint
+(correctness + AdaptThink's no-think bonus, rollouts forced half to think and half not), or on
+next-token reasoning (RPT prefix-match) with an overthinking penalty.
 
 A thin script over TRL: our `ScriptArguments` + TRL's `GRPOConfig` + `ModelConfig`, from flags
 or a YAML recipe (``--config training/recipes/cpu_smoke.yaml``). TRL's `GRPOTrainer` is the
@@ -21,6 +23,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CALIBRATION_FILE = "thinkgate.json"  # read by agent.config.AgentConfig.for_model (training does not import agent)
+
+
+def write_calibration_defaults(model_path: str | Path, out: Path) -> None:
+    """Copy the source model's ``thinkgate.json`` into `out`, else write a defaults-only one
+    (the agent's defaults apply until ``python -m agent.eval --calibrate`` writes values)."""
+    src = Path(model_path) / CALIBRATION_FILE
+    if src.is_file():
+        shutil.copy(src, out / CALIBRATION_FILE)
+    else:
+        (out / CALIBRATION_FILE).write_text(json.dumps({"_comment": "agent defaults; calibrate with "
+                                                                    "`python -m agent.eval --calibrate`"}))
 
 
 def run(script, cfg, model_args) -> Path:
@@ -55,9 +68,15 @@ def run(script, cfg, model_args) -> Path:
 
     held_rows = held.to_list() if held is not None else []
     before = evaluate_held_out(model, tokenizer, held_rows, funcs, weights, cfg.max_completion_length)
+    rollout = None
+    if script.task == "arith" and script.forced_modes:
+        from training.rollout import forced_mode_rollout
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        rollout = forced_mode_rollout(script.think_share, script.mask_forced)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs + [stats_reward], args=cfg, train_dataset=train,
                           processing_class=tokenizer, peft_config=get_peft_config(model_args),
-                          callbacks=[MetricsCallback(out / "metrics.jsonl")])
+                          callbacks=[MetricsCallback(out / "metrics.jsonl")], rollout_func=rollout)
     trainer.train()
 
     trained = trainer.model
@@ -68,13 +87,7 @@ def run(script, cfg, model_args) -> Path:
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(out)
         after = evaluate_held_out(trained, tokenizer, held_rows, funcs, weights, cfg.max_completion_length)
-        src = Path(model_path) / CALIBRATION_FILE
-        if src.is_file():
-            shutil.copy(src, out / CALIBRATION_FILE)
-        else:
-            # no values: the agent's defaults apply until `python -m agent.eval --calibrate` writes some
-            (out / CALIBRATION_FILE).write_text(json.dumps({"_comment": "agent defaults; calibrate with "
-                                                                        "`python -m agent.eval --calibrate`"}))
+        write_calibration_defaults(model_path, out)
         summary = {"model": model_args.model_name_or_path, "task": script.task, "steps": trainer.state.global_step,
                    "rewards": script.reward_funcs, "weights": weights, "held_out_before": before,
                    "held_out_after": after, "train_examples": len(train)}

@@ -2,13 +2,13 @@
 
 Contract:
 - `load_corpus(paths | index_dir)` → document texts: every supported file under the paths, or
-  (the default) the chunk texts of the agent's index.
+  (the default) the chunk texts of the agent's index, read through `retrieval.index.ChunkIndex`.
 - `score_positions(model, tokenizer, texts)` runs a proxy model once over each document window
   and scores every token position t by the entropy (nats) of its top-16 next-token
   probabilities, renormalised (RPT §3.3). Progress bar while scoring.
 - `build_ntr_rows(...)` keeps hard positions (entropy ≥ threshold) plus a share of easy ones
-  (the policy must also learn not to think there), sampled with a seed, and renders each as a
-  chat prompt (context x_<t plus the instruction) with its continuation and the
+  (the policy must also learn not to think there), sampled with a seed, and renders each with
+  `tasks.ntr.ntr_prompt` (the prompt evaluation uses too) with its continuation and the
   continuation's token boundaries in UTF-8 bytes (what the prefix-match reward needs).
 - Rows are written as JSONL with their entropies so a run is reproducible from the file.
 """
@@ -20,18 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-NTR_SYSTEM = (
-    "You predict the next token of a text. Reply with the predicted text in \\boxed{} and nothing else. "
-    "When the next token is hard to predict, first reason briefly inside <think> </think>."
-)
-# Few-shot turns: a small instruct model follows the answer format far more often with them
-# (SmolLM2-135M: 0/64 sampled completions boxed without, ~40% with; measured on the demo corpus).
-NTR_SHOTS = (
-    ("The cat sat on the", "\\boxed{ mat}"),
-    ("import numpy as", "\\boxed{ np}"),
-    ("The capital of the country whose flag is a red circle on white is",
-     "<think>A red circle on white is the flag of Japan, whose capital is Tokyo.</think>\n\\boxed{ Tokyo}"),
-)
+from tasks.ntr import boundaries, ntr_prompt
 
 
 @dataclass
@@ -60,14 +49,13 @@ def load_corpus(paths: Iterable[str | Path] = (), index_dir: str | Path | None =
         for f in iter_files(paths):
             texts.append("\n\n".join(s.text for s in load_file(f)))
     else:
-        import sqlite3
+        from retrieval.index import ChunkIndex
 
-        db = Path(index_dir or "") / "chunks.sqlite"
-        if not db.is_file():
-            raise FileNotFoundError(f"no index at {db.parent}: give --corpus PATH or build the index first")
-        con = sqlite3.connect(db)
-        texts = [r[0] for r in con.execute("SELECT text FROM chunks ORDER BY id")]
-        con.close()
+        index = ChunkIndex.open_existing(index_dir or "")
+        try:
+            texts = [p.text for p in index.iter_chunks()]
+        finally:
+            index.close()
     texts = [t for t in texts if len(t) >= min_chars]
     if not texts:
         raise ValueError(f"the corpus has no document of at least {min_chars} characters")
@@ -107,33 +95,6 @@ def score_positions(model, tokenizer, texts: list[str], window: int = 256, min_c
         for t in range(min_context, len(ids)):
             scored.append(ScoredPosition(d, t, float(ent[t - 1])))
     return all_ids, scored
-
-
-def boundaries(tokenizer, cont_ids: list[int]) -> tuple[str, list[int]]:
-    """The continuation text and its token boundaries (cumulative UTF-8 byte lengths).
-
-    A boundary is kept only where the decoded prefix is a prefix of the decoded whole and ends
-    on a complete character (byte-level BPE can split a character across tokens).
-    """
-    text = tokenizer.decode(cont_ids)
-    full = text.encode("utf-8")
-    out: list[int] = []
-    for j in range(1, len(cont_ids) + 1):
-        pre = tokenizer.decode(cont_ids[:j])
-        if pre.endswith("\ufffd"):
-            continue
-        b = pre.encode("utf-8")
-        if b and full.startswith(b) and (not out or len(b) > out[-1]):
-            out.append(len(b))
-    return text, out
-
-
-def ntr_prompt(context: str) -> list[dict]:
-    """Chat prompt of one NTR example: system instruction, the few-shot turns, then the context."""
-    msgs = [{"role": "system", "content": NTR_SYSTEM}]
-    for text, answer in NTR_SHOTS:
-        msgs += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
-    return msgs + [{"role": "user", "content": context}]
 
 
 def build_ntr_rows(tokenizer, all_ids: list[list[int]], scored: list[ScoredPosition], *, n: int,

@@ -19,13 +19,14 @@ from transformers import TrainerCallback
 from training.rewards import think_token_count, completion_text, correctness, thinks
 
 
-def batch_stats(completions, completion_ids=None, hard=None, **kwargs) -> dict[str, float]:
+def batch_stats(completions, completion_ids=None, hard=None, continuation=None, boundaries=None, item=None,
+                **_) -> dict[str, float]:
     """Think-rate (all/hard/easy), mean thinking tokens and accuracy of a batch of completions."""
     texts = [completion_text(c) for c in completions]
     think = [thinks(t) for t in texts]
     n_ids = [len(i) for i in completion_ids] if completion_ids is not None else [None] * len(texts)
     tt = [think_token_count(t, n) for t, n in zip(texts, n_ids)]
-    ok = [x or 0.0 for x in correctness(completions, **kwargs)]
+    ok = [x or 0.0 for x in correctness(completions, continuation=continuation, boundaries=boundaries, item=item)]
     out = {"think_rate": sum(think) / len(think), "think_tokens": sum(tt) / len(tt), "accuracy": sum(ok) / len(ok)}
     if hard is not None:
         for flag, name in ((True, "hard"), (False, "easy")):
@@ -35,10 +36,11 @@ def batch_stats(completions, completion_ids=None, hard=None, **kwargs) -> dict[s
     return out
 
 
-def stats_reward(completions, log_metric=None, **kwargs) -> list[float]:
-    """Zero-weight pseudo-reward: logs `batch_stats` through TRL's ``log_metric``; returns zeros."""
+def stats_reward(completions, log_metric=None, **columns) -> list[float]:
+    """Zero-weight pseudo-reward: logs `batch_stats` of the batch (TRL's columns passed through)
+    via TRL's ``log_metric``; returns zeros."""
     if log_metric is not None:
-        for k, v in batch_stats(completions, **kwargs).items():
+        for k, v in batch_stats(completions, **columns).items():
             log_metric(f"thinkgate/{k}", v)
     return [0.0] * len(completions)
 
@@ -73,7 +75,8 @@ def evaluate_held_out(model, tokenizer, rows, reward_funcs, weights, max_new_tok
     completions, comp_ids = [], []
     for i in range(0, len(rows), batch_size):
         batch = rows[i: i + batch_size]
-        texts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in batch]
+        texts = [r["prompt"] if isinstance(r["prompt"], str) else
+                 tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in batch]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,

@@ -3,8 +3,10 @@
 Every function is ``f(completions, **kwargs) → list[float | None]``; `completions` are strings
 or, for conversational prompts, lists of ``{"role", "content"}`` messages (the last one's
 content is used). Dataset columns arrive as keyword lists, one value per completion:
-``continuation`` and ``boundaries`` (NTR task), ``answer`` (QA task); TRL also passes
-``completion_ids``. `None` means "does not apply" (TRL skips it for that sample).
+``continuation`` and ``boundaries`` (NTR task), ``item`` (a `tasks.Item` as JSON: its family's
+scorer is the reward, so training and evaluation score alike); TRL also passes
+``completion_ids``. Each function names the columns it reads; the rest of TRL's columns land
+in ``**_`` unread. `None` means "does not apply" (TRL skips it for that sample).
 
 A completion either thinks, ``<think>…</think>`` then the answer, or answers at once; the
 answer to an NTR prompt is the content of the last ``\\boxed{…}``.
@@ -13,8 +15,7 @@ Registry: `REWARDS[name]`; weights come from the training config (`--reward_weig
 """
 from __future__ import annotations
 
-import re
-import string
+import json
 from collections.abc import Callable
 
 from policy.format import THINK_CLOSE, THINK_OPEN, extract_boxed, prefix_match_score, split_think
@@ -51,7 +52,7 @@ def thinks(text: str) -> bool:
 
 
 @register("prefix_match")
-def prefix_match(completions, continuation=None, boundaries=None, **kwargs) -> list[float | None]:
+def prefix_match(completions, continuation=None, boundaries=None, **_) -> list[float | None]:
     """NTR correctness: RPT Eq. 3 on the last ``\\boxed{}`` of the answer part.
 
     Unit cases (continuation " the cat", token boundaries at bytes 4 and 8):
@@ -80,46 +81,31 @@ def prefix_match(completions, continuation=None, boundaries=None, **kwargs) -> l
     return out
 
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+@register("correct")
+def correct(completions, item=None, **_) -> list[float | None]:
+    """Binary correctness by the item's own task scorer (`tasks.family(item).score`), 1 or 0.
 
-
-def normalize_answer(s: str) -> str:
-    """SQuAD-style normalisation: lower case, no punctuation, no articles, single spaces.
-
-    >>> normalize_answer("The  Answer: 42.")
-    'answer 42'
-    """
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    return " ".join(_ARTICLES.sub(" ", s).split())
-
-
-@register("answer_match")
-def answer_match(completions, answer=None, **kwargs) -> list[float | None]:
-    """QA correctness: normalised exact match of the answer (its last ``\\boxed{}`` if any, else
-    its last line) with the reference `answer`; 1 or 0.
-
-    >>> answer_match([r"<think>x</think>\\boxed{42}", "It is 41."], answer=["42", "42"])
+    >>> import json; from tasks import Item
+    >>> it = json.dumps(Item("a", "arith", "What is 2 + 3?", "5", "easy", "2 + 3 = 5").to_dict())
+    >>> correct(["<think>\\n2 + 3 = 5\\n</think>\\n5", "6"], item=[it, it])
     [1.0, 0.0]
     """
-    if answer is None:
+    if item is None:
         return [None] * len(completions)
+    from tasks import Item, family
+
     out: list[float | None] = []
-    for c, ref in zip(completions, answer):
-        ans = final_answer(completion_text(c))
-        pred = extract_boxed(ans)
-        if pred is None:
-            lines = [ln for ln in ans.strip().splitlines() if ln.strip()]
-            pred = lines[-1] if lines else ""
-        out.append(1.0 if normalize_answer(pred) == normalize_answer(str(ref)) else 0.0)
+    for c, raw in zip(completions, item):
+        it = Item.from_dict(json.loads(raw) if isinstance(raw, str) else raw)
+        out.append(float(family(it).score(completion_text(c), it)))
     return out
 
 
-def correctness(completions, **kwargs) -> list[float | None]:
-    """The task's own correctness: prefix_match for NTR rows, answer_match for QA rows."""
-    if kwargs.get("continuation") is not None:
-        return prefix_match(completions, **kwargs)
-    return answer_match(completions, **kwargs)
+def correctness(completions, continuation=None, boundaries=None, item=None, **_) -> list[float | None]:
+    """The task's own correctness: the item's scorer when rows carry ``item``, else prefix_match (NTR rows)."""
+    if item is not None:
+        return correct(completions, item=item)
+    return prefix_match(completions, continuation=continuation, boundaries=boundaries)
 
 
 def think_token_count(text: str, n_ids: int | None) -> int:
@@ -134,7 +120,7 @@ def think_token_count(text: str, n_ids: int | None) -> int:
 
 
 @register("think_length")
-def think_length(completions, completion_ids=None, think_budget: int = 256, **kwargs) -> list[float | None]:
+def think_length(completions, completion_ids=None, think_budget: int = 256, **_) -> list[float | None]:
     """Penalty for thinking tokens: −min(1, thinking tokens / `think_budget`); 0 when it does not think.
 
     >>> think_length(["<think>" + "a " * 50 + "</think>x", "x"], think_budget=100)
@@ -148,7 +134,8 @@ def think_length(completions, completion_ids=None, think_budget: int = 256, **kw
 
 
 @register("no_think_bonus")
-def no_think_bonus(completions, no_think_delta: float = 1.0, **kwargs) -> list[float | None]:
+def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, boundaries=None, item=None,
+                   **_) -> list[float | None]:
     """AdaptThink's bonus (arXiv 2505.13417): δ when the completion answers without thinking
     and is correct; 0 otherwise.
 
@@ -156,14 +143,14 @@ def no_think_bonus(completions, no_think_delta: float = 1.0, **kwargs) -> list[f
     ...                continuation=[" the"] * 2, boundaries=[[4]] * 2)
     [0.5, 0.0]
     """
-    ok = correctness(completions, **kwargs)
+    ok = correctness(completions, continuation=continuation, boundaries=boundaries, item=item)
     return [no_think_delta if (o == 1.0 and not thinks(completion_text(c))) else 0.0
             for c, o in zip(completions, ok)]
 
 
 @register("soft_overlong")
 def soft_overlong(completions, completion_ids=None, max_completion_length: int = 256,
-                  overlong_buffer: int = 64, **kwargs) -> list[float | None]:
+                  overlong_buffer: int = 64, **_) -> list[float | None]:
     """DAPO's soft overlong punishment (arXiv 2503.14476, Eq. 13), with L_max =
     `max_completion_length` and L_cache = `overlong_buffer`:
     0 if |y| ≤ L_max − L_cache; (L_max − L_cache − |y|) / L_cache inside the buffer; −1 beyond L_max.
@@ -183,7 +170,7 @@ def soft_overlong(completions, completion_ids=None, max_completion_length: int =
 
 
 @register("format")
-def format_reward(completions, **kwargs) -> list[float | None]:
+def format_reward(completions, continuation=None, **_) -> list[float | None]:
     """1 when the completion is well formed, else 0: either one ``<think>…</think>`` block at the
     start followed by a non-empty answer, or no think tags at all; for NTR rows the answer must
     also hold a ``\\boxed{}``.
@@ -192,7 +179,7 @@ def format_reward(completions, **kwargs) -> list[float | None]:
     ...               continuation=["x"] * 4)
     [1.0, 1.0, 0.0, 0.0]
     """
-    need_box = kwargs.get("continuation") is not None
+    need_box = continuation is not None
     out: list[float | None] = []
     for c in completions:
         t = completion_text(c)
@@ -208,18 +195,22 @@ def format_reward(completions, **kwargs) -> list[float | None]:
 
 
 def get_reward_funcs(names: list[str], **params) -> list[RewardFn]:
-    """Reward functions for `names`, each bound to `params` (budgets, δ, lengths) and named for TRL's logs.
+    """Reward functions for `names`, each bound to the parameters of `params` that it names in its
+    signature (budgets, δ, lengths), and named for TRL's logs.
 
     Raises:
         ValueError: an unknown name (the message lists the registry).
     """
     import functools
+    import inspect
 
     funcs = []
     for n in names:
         if n not in REWARDS:
             raise ValueError(f"unknown reward {n!r}; known: {sorted(REWARDS)}")
-        f = functools.partial(REWARDS[n], **params)
+        fn = REWARDS[n]
+        named = set(inspect.signature(fn).parameters)
+        f = functools.partial(fn, **{k: v for k, v in params.items() if k in named})
         f.__name__ = n  # TRL logs rewards/<__name__>
         funcs.append(f)
     return funcs

@@ -1,73 +1,70 @@
-import json
+"""Evaluation maths (modes, intervals, paired tests, AUROC, calibration) and the forced-mode runner."""
+import math
 
 import pytest
 
-from agent.eval import calibrate, objective, percentile, simulate_gate, summarize, tau_grid, write_outputs
-from agent.tasks import docs_tasks, extract_answer, ntr_tasks
+from agent.forced import ForcedRecord, run_forced
+from agent.stats import auroc, calibrate, decide, paired, summarize, tau_grid, wilson
 
 
-def row(task, mode, score, draft, think=0, answer=10, hidden=0, thought=False, hard=None):
-    return {"task": task, "mode": mode, "score": score, "support": None, "think_tokens": think,
-            "answer_tokens": answer, "hidden_tokens": hidden, "total_tokens": think + answer + hidden,
-            "thought": thought, "draft_score": draft, "draft_tokens": 8, "retrievals": 0, "latency": 1.0,
-            "meta": {"hard": hard}, "answer": ""}
+def rec(i, bucket, direct, think, ent, learned=False, p=0.1):
+    return ForcedRecord(id=str(i), family="arith", bucket=bucket, p_think=p, learned_think=learned,
+                        draft_entropy=ent, draft_tokens=4, direct_text="1", direct_tokens=3, direct_score=direct,
+                        think_text="<think>\nx\n</think>\n1", think_tokens=30, think_score=think)
 
 
-NEVER = [row("a", "never", 1, 0.2), row("b", "never", 0, 2.5), row("c", "never", 1, 0.4), row("d", "never", 0, 3.0)]
-ALWAYS = [row(t, "always", s, None, think=100, thought=True) for t, s in zip("abcd", (1, 1, 0, 1))]
+RECS = [rec(0, "easy", 1, 1, 0.2), rec(1, "easy", 1, 1, 0.5), rec(2, "hard", 0, 1, 2.5, learned=True, p=0.9),
+        rec(3, "hard", 0, 1, 3.0), rec(4, "hard", 0, 0, 2.8, learned=True, p=0.8)]
 
 
-def test_simulated_gate_takes_never_below_tau_and_always_above():
-    sim = simulate_gate(NEVER, ALWAYS, 1.0)
-    assert [r["thought"] for r in sim] == [False, True, False, True]
-    assert [r["score"] for r in sim] == [1, 1, 1, 1]  # the best of both here
-    assert sim[1]["total_tokens"] == 110 + 8  # thinking path pays the discarded draft
-    s = summarize(sim)
-    assert s["accuracy"] == 1.0 and s["think_rate"] == 0.5
-    assert summarize(simulate_gate(NEVER, ALWAYS, 10.0))["think_rate"] == 0.0
-    assert summarize(simulate_gate(NEVER, ALWAYS, -1))["accuracy"] == 0.75
+def test_modes_derived_from_paired_records():
+    assert [r["thought"] for r in decide(RECS, "never")] == [False] * 5
+    assert [r["thought"] for r in decide(RECS, "learned")] == [False, False, True, False, True]
+    gated = decide(RECS, "gated", tau=2.9)  # model's choice or entropy > 2.9
+    assert [r["thought"] for r in gated] == [False, False, True, True, True]
+    assert gated[3]["hidden_tokens"] == 4 and gated[2]["hidden_tokens"] == 0  # discarded draft counted
+    assert [r["thought"] for r in decide(RECS, "entropy", tau=1.0)] == [False, False, True, True, True]
+    assert [r["thought"] for r in decide(RECS, "oracle")] == [False, False, True, True, False]
+    s = summarize(decide(RECS, "oracle"))
+    assert s["accuracy"] == 0.8 and s["think_rate"] == 0.4 and s["ci_low"] < 0.8 < s["ci_high"]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        decide(RECS, "sometimes")
 
 
-def test_tau_grid_and_objective_and_calibration():
-    grid = tau_grid(NEVER)
-    assert grid[0] == 0.0 and grid[-1] > 3.0 and len(grid) == 6
-    assert objective(NEVER, 0.0) == 0.5 and objective(NEVER, 1.0) == pytest.approx(0.5 - 0.1)
-    rows = {"set": {"never": NEVER * 2, "always": ALWAYS * 2}}
-    cal = calibrate(rows, cost=0.01)
-    assert 0.4 <= cal["tau_think"] < 2.5  # think on b and d only
-    assert cal["test"]["accuracy"] == 1.0 and cal["test"]["think_rate"] == 0.5
-    expensive = calibrate(rows, cost=10.0)
-    assert expensive["test"]["think_rate"] == 0.0  # thinking never pays at that price
+def test_wilson_paired_mcnemar_auroc():
+    lo, hi = wilson(0, 150)
+    assert lo == pytest.approx(0.0, abs=1e-12) and 0.02 < hi < 0.03
+    a = [{"id": str(i), "score": 1.0} for i in range(30)]
+    b = [{"id": str(i), "score": float(i < 10)} for i in range(30)]
+    p = paired(a, b)
+    assert p["diff"] == pytest.approx(20 / 30) and p["a_only"] == 20 and p["b_only"] == 0
+    assert p["mcnemar_p"] < 1e-5 and p["ci_low"] > 0.4
+    with pytest.raises(ValueError, match="same items"):
+        paired(a, b[::-1])
+    assert auroc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auroc([0.1, 0.2], [True, True]) is None
 
 
-def test_summary_latency_and_hard_easy():
-    rows = [row("a", "m", 1, 0.1, thought=True, hard=True), row("b", "m", 0, 0.1, hard=False)]
-    s = summarize(rows)
-    assert s["think_rate_hard"] == 1.0 and s["think_rate_easy"] == 0.0
-    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([], 95) == 0.0
+def test_calibration_picks_the_cheapest_tau_that_keeps_accuracy():
+    cal = calibrate(RECS, cost_per_100=0.01, mode="entropy")
+    assert 0.5 <= cal["tau_think"] < 2.5  # thinks on the hard items only
+    assert cal["dev"]["accuracy"] == pytest.approx(0.8)
+    assert calibrate(RECS, cost_per_100=100.0, mode="entropy")["dev"]["think_rate"] == 0.0
+    assert tau_grid(RECS)[0] == 0.0 and tau_grid(RECS)[-1] > 3.0
 
 
-def test_outputs(tmp_path):
-    res = {"summary": {"m": {"set": {"never": summarize(NEVER), "always": summarize(ALWAYS)}}},
-           "sweeps": {"m": {"set": [dict(summarize(simulate_gate(NEVER, ALWAYS, t)), tau=t) for t in tau_grid(NEVER)]}}}
-    write_outputs(tmp_path, res)
-    table = (tmp_path / "table.md").read_text()
-    assert "| m | set | never | 4 | 0.500 |" in table
-    assert (tmp_path / "pareto.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "results.json").read_text())["summary"]["m"]["set"]["always"]["accuracy"] == 0.75
+def test_run_forced_on_a_tiny_model_pairs_both_modes():
+    from tasks.arithmetic import make_items
+    from tasks import render_prompt
+    from tests.helpers import byte_bpe_tokenizer, tiny_llama
 
-
-def test_task_scorers(tmp_path):
-    assert extract_answer(r"I think \boxed{ -3 }") == "-3" and extract_answer("1,234 then 5") == "5"
-    docs = docs_tasks()
-    assert len(docs) == 20 and all(t.retrieval for t in docs)
-    len_task = next(t for t in docs if t.id == "docs-len")
-    assert len_task.score("It returns the length of an object.", {}) == 1.0
-    assert len_task.score("It returns a list.", {}) == 0.0
-    re_task = next(t for t in docs if t.id == "docs-regex-module")
-    assert re_task.score("Use the re module.", {}) == 1.0 and re_task.score("Use regular expressions", {}) == 0.0
-    f = tmp_path / "ntr.jsonl"
-    f.write_text(json.dumps({"prompt": [{"role": "user", "content": "the"}], "context": "the", "continuation": " cat sat",
-                             "boundaries": [4, 8], "hard": True}) + "\n")
-    (t,) = ntr_tasks(f)
-    assert t.score(r"\boxed{ cat}", {}) == 1.0 and t.score(r"\boxed{ ca}", {}) == 0.0 and not t.retrieval
+    tok = byte_bpe_tokenizer()
+    model = tiny_llama(len(tok))
+    items = make_items("easy", 3, 3) + make_items("hard", 2, 3)
+    prompts = [tok.encode(render_prompt(tok, it), add_special_tokens=False) for it in items]
+    recs = run_forced(model, tok, items, prompts, think_tokens=6, answer_tokens=5, draft_tokens=4, batch_size=2)
+    assert [r.id for r in recs] == [it.id for it in items]
+    for r in recs:
+        assert r.think_text.startswith("<think>\n") and not r.direct_text.startswith("<")
+        assert 0.0 <= r.p_think <= 1.0 and r.draft_entropy > 0 and not math.isnan(r.draft_entropy)
+        assert 1 <= r.draft_tokens <= 4 and r.direct_score in (0.0, 1.0)

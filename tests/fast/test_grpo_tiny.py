@@ -68,10 +68,49 @@ def test_two_step_grpo_changes_parameters_and_saves_loadable_checkpoint(tmp_path
     assert p.chat_prompt([{"role": "user", "content": "hi"}])
 
 
+def test_arith_grpo_forces_half_of_each_group_to_think(tmp_path, tiny_ckpt):
+    """The arith task with forced-mode rollouts: every group of 4 holds 2 think and 2 no-think
+    completions, the rewards see them, and training changes the parameters."""
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, ModelConfig
+
+    from training.config import ScriptArguments
+    from training.grpo import run
+    from training.rewards import REWARDS
+
+    seen: list = []
+
+    def spy(completions, completion_ids=None, forced_mode=None, **_):
+        if forced_mode is not None:  # None: the held-out evaluation, which does not force modes
+            seen.append((list(forced_mode), [ids[0] for ids in completion_ids]))
+        return [float(i % 3) for i in range(len(completions))]
+
+    REWARDS["test_spy"] = spy
+    script = ScriptArguments(task="arith", num_examples=4, eval_examples=2,
+                             reward_funcs=["correct", "no_think_bonus", "test_spy"])
+    cfg = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_steps=2,
+                     per_device_train_batch_size=8, num_generations=4, max_completion_length=6, learning_rate=1e-2,
+                     beta=0.0, logging_steps=1, save_strategy="no", report_to="none", seed=0)
+    before = AutoModelForCausalLM.from_pretrained(tiny_ckpt).state_dict()
+    try:
+        run(script, cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
+    finally:
+        REWARDS.pop("test_spy")
+    assert seen
+    from transformers import AutoTokenizer
+
+    think_id = AutoTokenizer.from_pretrained(tiny_ckpt).encode("<think>", add_special_tokens=False)[0]
+    for modes, first in seen:
+        assert modes == ["think", "think", "no_think", "no_think"] * (len(modes) // 4)
+        assert [t == think_id for t in first] == [m == "think" for m in modes]  # the forced first token
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    assert any(not torch.equal(before[k], v) for k, v in after.items())
+
+
 def test_cli_rejects_bad_arguments(tmp_path):
     import subprocess
     import sys
 
     r = subprocess.run([sys.executable, "-m", "training.grpo", "--task", "nope", "--output_dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0 and "task must be 'ntr' or 'qa', got 'nope'" in r.stderr
+    assert r.returncode != 0 and "task must be 'ntr' or 'arith', got 'nope'" in r.stderr

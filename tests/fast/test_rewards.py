@@ -3,7 +3,8 @@ import doctest
 import pytest
 
 import training.rewards as R
-from training.ntr import ScoredPosition, boundaries, build_ntr_rows
+from tasks.ntr import boundaries
+from training.ntr import ScoredPosition, build_ntr_rows
 from training.config import ScriptArguments
 
 
@@ -45,21 +46,32 @@ def test_think_length_no_think_bonus_soft_overlong_format():
     assert R.think_length([long_think], completion_ids=[[0] * 40], think_budget=100)[0] == pytest.approx(-0.37)  # 40 ids × 400/427 of the text
     kw = dict(continuation=[CONT] * 3, boundaries=[BND] * 3)
     assert R.no_think_bonus([r"\boxed{ the}", long_think, r"\boxed{ dog}"], no_think_delta=0.3, **kw) == [0.3, 0.0, 0.0]
-    assert R.no_think_bonus([r"\boxed{4}"], answer=["4"], no_think_delta=1.0) == [1.0]
+    import json
+    from tasks import Item
+
+    it = json.dumps(Item("a", "arith", "What is 2 + 2?", "4", "easy", "2 + 2 = 4").to_dict())
+    assert R.no_think_bonus(["4", "<think>\n2 + 2 = 4\n</think>\n4", "5"], item=[it] * 3, no_think_delta=1.0) == [1.0, 0.0, 0.0]
     assert R.soft_overlong(["a"] * 3, completion_ids=[[0] * 24, [0] * 30, [0] * 33],
                            max_completion_length=32, overlong_buffer=8) == [0.0, -0.75, -1.0]
     assert R.soft_overlong(["a"]) == [None]
     assert R.format_reward(["<think>a</think>", "<think>a</think><think>b</think>x", "x"]) == [0.0, 0.0, 1.0]
 
 
-def test_answer_match_and_registry():
-    assert R.answer_match(["The answer is\n\\boxed{Paris}.", "Paris"], answer=["paris", "Paris."]) == [1.0, 1.0]
-    assert R.answer_match(["x"]) == [None]
+def test_correct_and_registry():
+    import json
+    from tasks import Item
+
+    it = json.dumps(Item("a", "arith", "What is 40 + 2?", "42", "easy", "40 + 2 = 42").to_dict())
+    assert R.correct(["The answer is 42.", "<think>\n40 + 2 = 42\n</think>\n42", "41"], item=[it] * 3) == [1.0, 1.0, 0.0]
+    assert R.correct(["x"]) == [None]
+    # each function receives only the parameters it names
+    f, = R.get_reward_funcs(["no_think_bonus"], no_think_delta=0.25, think_budget=7)
+    assert f.keywords == {"no_think_delta": 0.25}
     fs = R.get_reward_funcs(["prefix_match", "format"])
     assert [f.__name__ for f in fs] == ["prefix_match", "format"]
     with pytest.raises(ValueError, match="unknown reward 'nope'"):
         R.get_reward_funcs(["nope"])
-    assert set(R.REWARDS) >= {"prefix_match", "think_length", "no_think_bonus", "soft_overlong", "format", "answer_match"}
+    assert set(R.REWARDS) >= {"prefix_match", "think_length", "no_think_bonus", "soft_overlong", "format", "correct"}
 
 
 def test_ntr_boundaries_and_selection():
@@ -80,10 +92,12 @@ def test_ntr_boundaries_and_selection():
 
 
 def test_script_arguments_validation():
-    with pytest.raises(ValueError, match="task must be 'ntr' or 'qa', got 'x'"):
+    with pytest.raises(ValueError, match="task must be 'ntr' or 'arith', got 'x'"):
         ScriptArguments(task="x")
     with pytest.raises(ValueError, match="easy_share must be in \\[0, 1\\], got 2"):
         ScriptArguments(easy_share=2)
-    with pytest.raises(ValueError, match="task qa needs"):
-        ScriptArguments(task="qa")
-    assert ScriptArguments(task="qa", dataset_file="x.jsonl").reward_funcs[0] == "answer_match"
+    with pytest.raises(ValueError, match="seed_data must not be a held-out seed"):
+        ScriptArguments(task="arith", seed_data=3)
+    with pytest.raises(ValueError, match="think_share must be in"):
+        ScriptArguments(task="arith", think_share=1.5)
+    assert ScriptArguments(task="arith").reward_funcs == ["correct", "no_think_bonus"]

@@ -1,0 +1,140 @@
+"""Batched forced-mode generation: every item answered once thinking and once not, greedily.
+
+Contract:
+- `run_forced(model, tokenizer, items, prompts)` → one `ForcedRecord` per item, from two
+  batched greedy `model.generate` passes over the served prompts (token ids as the agent
+  builds them):
+  * direct: the think token (first token of ``<think>``) is masked at the first step, so the
+    model answers at once; the raw (unmasked) next-token distributions give p(``<think>``) at
+    the first step and the entropy (nats) of every drafted token — exactly what the agent's
+    gate reads from its own greedy draft;
+  * think: ``<think>\\n`` is forced as the start of the turn and the model continues.
+- Every mode of `agent.stats` (never, always, learned, gated, entropy, oracle) is derived from
+  these paired records, because the agent's greedy path is one of the two: a model that
+  opens ``<think>`` itself writes the think completion; one that does not, the direct one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policy.format import THINK_OPEN
+from tasks import Item, family
+
+
+@dataclass
+class ForcedRecord:
+    """Paired forced-mode results of one item.
+
+    Attributes:
+        p_think: probability (unmasked) of the think token as the first generated token.
+        learned_think: the greedy first token is the think token (the model's own choice).
+        draft_entropy: mean entropy (nats) of the first `draft_tokens` direct tokens (the gate's score).
+        direct_*, think_*: completion text, generated tokens (forced prefix included, EOS not) and score.
+    """
+
+    id: str
+    family: str
+    bucket: str
+    p_think: float
+    learned_think: bool
+    draft_entropy: float
+    draft_tokens: int
+    direct_text: str
+    direct_tokens: int
+    direct_score: float
+    think_text: str
+    think_tokens: int
+    think_score: float
+    meta: dict = field(default_factory=dict)
+
+
+class _FirstStep:
+    """Logits processor: records the entropy of each step's raw distribution (and p of the think
+    token at step 0), then masks the think token at step 0."""
+
+    def __init__(self, think_id: int, mask: bool):
+        self.think_id, self.mask = think_id, mask
+        self.entropies: list = []  # one [batch] tensor per step
+        self.p_think = None
+        self.greedy_think = None  # [batch] bool: the unmasked argmax at step 0 is the think token
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        self.entropies.append(-(logp.exp() * logp).sum(-1))
+        if self.p_think is None:
+            self.p_think = logp[:, self.think_id].exp()
+            self.greedy_think = scores.argmax(-1) == self.think_id
+            if self.mask:
+                scores = scores.clone()
+                scores[:, self.think_id] = float("-inf")
+        return scores
+
+
+def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, think_id: int, mask: bool):
+    """Greedy generation of a left-padded batch; returns (new ids per row, processor)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    proc = _FirstStep(think_id, mask)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
+                             do_sample=False, logits_processor=LogitsProcessorList([proc]), pad_token_id=pad,
+                             eos_token_id=list(_eos_ids(model, tokenizer)))
+    rows = []
+    eos = _eos_ids(model, tokenizer)
+    for r in out[:, width:].tolist():
+        cut = next((i for i, t in enumerate(r) if t in eos), len(r))
+        rows.append((r[:cut], cut < len(r)))
+    return rows, proc
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(gen if isinstance(gen, list) else [gen])
+    return {i for i in ids if i is not None}
+
+
+def run_forced(model, tokenizer, items: list[Item], prompts: list[list[int]], *, think_tokens: int = 192,
+               answer_tokens: int = 48, draft_tokens: int = 16, batch_size: int = 32,
+               log=lambda msg: None) -> list[ForcedRecord]:
+    """Paired direct/think greedy completions for `items` (prompts: served token ids, same order).
+
+    Raises:
+        ValueError: `items` and `prompts` differ in length.
+    """
+    if len(items) != len(prompts):
+        raise ValueError(f"{len(items)} items but {len(prompts)} prompts")
+    model.eval()
+    think_prefix = tokenizer.encode(THINK_OPEN + "\n", add_special_tokens=False)
+    think_id = think_prefix[0]
+    order = sorted(range(len(items)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    by_index: dict[int, ForcedRecord] = {}
+    for b in range(0, len(order), batch_size):
+        idx = order[b: b + batch_size]
+        batch = [prompts[i] for i in idx]
+        direct, proc = _generate(model, tokenizer, batch, answer_tokens, think_id, mask=True)
+        think, _ = _generate(model, tokenizer, [p + think_prefix for p in batch], think_tokens, think_id, mask=False)
+        for j, i in enumerate(idx):
+            it, fam = items[i], family(items[i])
+            d_ids, d_eos = direct[j]
+            t_ids, _ = think[j]
+            n_draft = min(draft_tokens, len(d_ids) + int(d_eos))  # the agent's draft counts the EOS token
+            ents = [float(proc.entropies[s][j]) for s in range(max(1, n_draft))]
+            d_text = tokenizer.decode(d_ids, skip_special_tokens=True)
+            t_text = THINK_OPEN + "\n" + tokenizer.decode(t_ids, skip_special_tokens=True)
+            by_index[i] = ForcedRecord(
+                id=it.id, family=it.family, bucket=it.bucket, p_think=float(proc.p_think[j]),
+                learned_think=bool(proc.greedy_think[j]),
+                draft_entropy=sum(ents) / len(ents), draft_tokens=n_draft, direct_text=d_text,
+                direct_tokens=len(d_ids), direct_score=fam.score(d_text, it), think_text=t_text,
+                think_tokens=len(think_prefix) + len(t_ids), think_score=fam.score(t_text, it), meta=it.meta)
+        log(f"forced generation {min(b + batch_size, len(order))}/{len(order)}")
+    return [by_index[i] for i in range(len(items))]

@@ -1,0 +1,159 @@
+"""Modes, summaries and statistics over paired forced-mode records (`agent.forced`).
+
+Contract:
+- `decide(records, mode, tau)` → per item (thought, score, think tokens, answer tokens, hidden
+  tokens), for the modes:
+  * ``never`` / ``always``: the direct / think completion;
+  * ``learned``: the model's own first token (greedy) decides;
+  * ``gated``: the agent's gate, which composes the model's choice with the entropy signal —
+    think when the model opens ``<think>`` or the draft's mean entropy exceeds τ (the draft
+    it discards counts as hidden tokens);
+  * ``entropy``: the entropy signal alone (think iff draft entropy > τ);
+  * ``oracle``: think exactly where forced-think scored higher than forced-no-think.
+- `summarize` gives accuracy with a 95 % Wilson interval, mean tokens, think-rate; `paired`
+  compares two modes on the same items (difference with a 95 % interval, exact McNemar p);
+  `auroc` scores a think signal against "thinking helped this item".
+- `calibrate` picks τ on dev records maximising accuracy − cost × tokens / 100.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+MODES = ("never", "always", "learned", "gated", "entropy", "oracle")
+
+
+def decide(records: Sequence, mode: str, tau: float = math.inf) -> list[dict]:
+    """Per-item outcome of `mode` (see the module docstring).
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    out = []
+    for r in records:
+        hidden = 0
+        if mode == "never":
+            think = False
+        elif mode == "always":
+            think = True
+        elif mode == "learned":
+            think = r.learned_think
+        elif mode == "gated":
+            think = r.learned_think or r.draft_entropy > tau
+            hidden = r.draft_tokens if (think and not r.learned_think) else 0
+        elif mode == "entropy":
+            think = r.draft_entropy > tau
+            hidden = r.draft_tokens if think else 0
+        elif mode == "oracle":
+            think = r.think_score > r.direct_score
+        else:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if think:
+            ans = _answer_tokens(r)
+            out.append({"id": r.id, "bucket": r.bucket, "thought": True, "score": r.think_score,
+                        "think_tokens": r.think_tokens - ans, "answer_tokens": ans, "hidden_tokens": hidden})
+        else:
+            out.append({"id": r.id, "bucket": r.bucket, "thought": False, "score": r.direct_score,
+                        "think_tokens": 0, "answer_tokens": r.direct_tokens, "hidden_tokens": 0})
+    return out
+
+
+def _answer_tokens(r) -> int:
+    """Tokens after ``</think>`` in a think completion, estimated by its share of characters."""
+    text = r.think_text
+    cut = text.find("</think>")
+    if cut < 0:
+        return 0
+    tail = len(text) - cut - len("</think>")
+    return round(r.think_tokens * tail / max(len(text), 1))
+
+
+def wilson(k: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (Wilson 1927); (0, 1) when n = 0.
+
+    >>> [round(x, 3) for x in wilson(8, 10)]
+    [0.49, 0.943]
+    """
+    if n == 0:
+        return 0.0, 1.0
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """n, accuracy with its 95 % Wilson interval, mean think/answer/hidden/total tokens, think-rate."""
+    n = len(rows)
+    if n == 0:
+        return {"n": 0}
+    k = sum(r["score"] for r in rows)
+    lo, hi = wilson(k, n)
+    tot = [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in rows]
+    return {"n": n, "accuracy": k / n, "ci_low": lo, "ci_high": hi,
+            "think_tokens": sum(r["think_tokens"] for r in rows) / n,
+            "answer_tokens": sum(r["answer_tokens"] for r in rows) / n,
+            "total_tokens": sum(tot) / n, "think_rate": sum(r["thought"] for r in rows) / n}
+
+
+def paired(a: list[dict], b: list[dict]) -> dict:
+    """Accuracy of `a` minus `b` on the same items: difference, 95 % interval (Wald on paired
+    differences), discordant counts and the exact McNemar p (two-sided binomial on b01 vs b10).
+
+    Raises:
+        ValueError: the rows are not the same items in the same order.
+    """
+    if [r["id"] for r in a] != [r["id"] for r in b]:
+        raise ValueError("paired comparison needs the same items in the same order")
+    from scipy.stats import binomtest
+
+    n = len(a)
+    d = [x["score"] - y["score"] for x, y in zip(a, b)]
+    a_only = sum(1 for x in d if x > 0)
+    b_only = sum(1 for x in d if x < 0)
+    mean = sum(d) / n if n else 0.0
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    half = 1.96 * sd / math.sqrt(n) if n else 0.0
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"n": n, "diff": mean, "ci_low": mean - half, "ci_high": mean + half,
+            "a_only": a_only, "b_only": b_only, "mcnemar_p": p}
+
+
+def auroc(signal: Sequence[float], label: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of `signal` for the positive `label` (Mann–Whitney U / n1·n0);
+    None when either class is empty."""
+    pos = [s for s, y in zip(signal, label) if y]
+    neg = [s for s, y in zip(signal, label) if not y]
+    if not pos or not neg:
+        return None
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
+
+
+def helped(records: Sequence) -> list[bool]:
+    """Whether thinking helped each item: forced-think scored higher than forced-no-think."""
+    return [r.think_score > r.direct_score for r in records]
+
+
+def tau_grid(records: Sequence) -> list[float]:
+    """Candidate τ: just below every observed draft entropy, plus 0 and above the largest."""
+    ents = sorted({round(r.draft_entropy, 4) for r in records})
+    return [0.0] + [e - 1e-4 for e in ents] + [max(ents, default=0.0) + 1.0]
+
+
+def objective(rows: list[dict], cost_per_100: float) -> float:
+    """Accuracy − cost × mean generated tokens / 100."""
+    s = summarize(rows)
+    return s["accuracy"] - cost_per_100 * s["total_tokens"] / 100
+
+
+def calibrate(dev: Sequence, cost_per_100: float, mode: str = "gated") -> dict:
+    """τ_think maximising `objective` of `mode` on the dev records (ties: the larger τ, less thinking)."""
+    scored = [(objective(decide(dev, mode, t), cost_per_100), t) for t in tau_grid(dev)]
+    best_j, best = max(scored, key=lambda x: (x[0], x[1]))
+    return {"tau_think": round(best, 4), "objective_dev": best_j, "cost_per_100": cost_per_100, "mode": mode,
+            "dev": summarize(decide(dev, mode, best)), "sweep": [{"tau": t, "objective": j} for j, t in scored]}

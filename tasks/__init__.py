@@ -1,0 +1,71 @@
+"""Tasks: every prompt, target format, answer extractor and scorer, in one place.
+
+Contract (DESIGN.md, "tasks/"): training (`training.sft`, `training.grpo`), evaluation
+(`agent.eval`) and the served agent (`agent.nodes`) import what they need from here and
+define none of it themselves, so what is trained is what is served.
+
+- `tasks.prompt`: the served chat prompt (system prompt, passages above a relevance score,
+  history) — the prompt every question-answering task is trained and evaluated on.
+- `tasks.base`: the `Item` record and the `TaskFamily` interface (messages, think and
+  no-think targets, answer extraction, scorer).
+- `tasks.arithmetic`: chain sums from reasoning-gym in an easy and a hard bucket, with
+  programmatic running-total traces; varied user phrasings.
+- `tasks.docs`: the documentation QA set (`tasks/data/docs_qa.jsonl`).
+- `tasks.ntr`: next-token reasoning (RPT): its own prompt, prefix-match scorer, positions
+  from the documentation corpus and from arithmetic statements.
+
+`load_items(name, n, seed)` builds an evaluation or training set by name; `family(item)`
+returns the `TaskFamily` that owns an item.
+"""
+from __future__ import annotations
+
+from tasks.base import Item, TaskFamily
+
+TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr")
+
+
+def family(item: Item) -> TaskFamily:
+    """The `TaskFamily` that owns `item` (by ``item.family``).
+
+    Raises:
+        KeyError: an unknown family name.
+    """
+    from tasks import arithmetic, docs, ntr
+
+    families = {"arith": arithmetic.FAMILY, "docs": docs.FAMILY, "ntr": ntr.FAMILY}
+    return families[item.family]
+
+
+def render_prompt(tokenizer, item: Item, passages: list[dict] | None = None) -> str:
+    """The served prompt of `item` as text: the policy's chat template over
+    ``family(item).messages(item, passages)`` with the generation prompt added (what the agent
+    tokenizes; `policy.base.HFTokenizerMixin.chat_prompt` renders the same way)."""
+    return tokenizer.apply_chat_template(family(item).messages(item, passages), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) -> list[Item]:
+    """Items of task set `name`: arith-easy, arith-hard, arith (both buckets, n each), docs, ntr.
+
+    Args:
+        n: items (per bucket for ``arith``).
+        seed: generator seed; training and evaluation use disjoint seeds
+            (`tasks.arithmetic.SPLIT_SEEDS`).
+        ntr_file: a JSONL of NTR rows (for ``ntr``).
+
+    Raises:
+        ValueError: an unknown name, or ``ntr`` without `ntr_file`.
+    """
+    from tasks import arithmetic, docs, ntr
+
+    if name in ("arith-easy", "arith-hard"):
+        return arithmetic.make_items(name.split("-")[1], n, seed)
+    if name == "arith":
+        return arithmetic.make_items("easy", n, seed) + arithmetic.make_items("hard", n, seed)
+    if name == "docs":
+        return docs.load(n)
+    if name == "ntr":
+        if not ntr_file:
+            raise ValueError("task set ntr needs an NTR file (ntr_dataset.jsonl of a training run)")
+        return ntr.load(ntr_file, n)
+    raise ValueError(f"unknown task set {name!r}; known: {list(TASK_SETS)}")

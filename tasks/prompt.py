@@ -1,0 +1,76 @@
+"""The served prompt: the system prompt, the passages worth showing, and history → chat messages.
+
+Contract: the same prompt serves the direct answer and the thinking path (the thinking path
+only appends ``<think>`` to the assistant turn), so the gate's draft and the reasoning share
+one cached prefix. Training and evaluation build every question-answering prompt with
+`build_messages` too, so a trained checkpoint is measured and served on the prompt it saw.
+Passages scoring below `min_score` (cosine) are not shown at all: a sum gains nothing from
+documentation passages, and each one costs prompt tokens. Passage text is sanitized
+(`policy.format.sanitize`) before it enters.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from policy.format import sanitize
+
+# Short on purpose: every prompt token is paid for in each forward pass of serving and training
+# (the earlier 60-token prompt made CPU training steps ~2x longer for arithmetic prompts).
+SYSTEM_PROMPT = "Answer briefly. Cite passages you use as [n]. Think in <think> </think> only when needed."
+
+
+def passage_title(p: dict) -> str:
+    """Short label of a passage: its heading, else the file name of its source."""
+    return p.get("heading") or p["source"].rsplit("/", 1)[-1]
+
+
+def render_passages(passages: list[dict]) -> str:
+    """Numbered passages, one per paragraph: ``[n] (title) text``."""
+    return "\n\n".join(f"[{p['n']}] ({passage_title(p)}) {p['text']}" for p in passages)
+
+
+def build_messages(question: str, passages: list[dict], history: Sequence[tuple[str, str]] = (),
+                   instructions: str = "") -> list[dict]:
+    """Chat messages for one turn.
+
+    Args:
+        question: the user's latest message.
+        passages: dicts with n, heading, source, text (already sanitized; see `select_passages`).
+        history: earlier (role, content) turns, oldest first; role is "user" or "assistant".
+        instructions: the client's own system message, appended to ours.
+    """
+    system = SYSTEM_PROMPT + (f"\n\n{instructions.strip()}" if instructions.strip() else "")
+    msgs = [{"role": "system", "content": system}]
+    msgs += [{"role": r, "content": c} for r, c in history]
+    user = f"Passages:\n{render_passages(passages)}\n\nQuestion: {question}" if passages else question
+    msgs.append({"role": "user", "content": user})
+    return msgs
+
+
+def clean_passage(text: str, special_tokens: Iterable[str]) -> str:
+    """Passage text made safe for a prompt (special tokens and control tags removed)."""
+    return sanitize(text, special_tokens).strip()
+
+
+def select_passages(hits: Iterable, k: int, *, min_score: float = 0.0, seen: set[int] = frozenset(),
+                    start_n: int = 1, special_tokens: Iterable[str] = (), trigger: str = "question") -> list[dict]:
+    """The passages to show from search hits: at most `k`, not in `seen`, scoring ≥ `min_score`.
+
+    Args:
+        hits: objects with id, source, heading, text, score (cosine, best first).
+        start_n: citation number of the first passage ([n]).
+
+    Returns:
+        dicts {n, id, source, heading, text, score, trigger}, texts sanitized.
+    """
+    special = tuple(special_tokens)
+    out: list[dict] = []
+    for h in hits:
+        if len(out) >= k:
+            break
+        if h.id in seen or float(h.score) < min_score:
+            continue
+        out.append({"n": start_n + len(out), "id": h.id, "source": h.source,
+                    "heading": clean_passage(h.heading, special), "text": clean_passage(h.text, special),
+                    "score": round(float(h.score), 4), "trigger": trigger})
+    return out

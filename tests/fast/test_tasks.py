@@ -1,0 +1,80 @@
+"""One task definition: served prompt == training prompt, targets, extraction and scorers."""
+import json
+
+import pytest
+
+from tasks import Item, family, load_items, render_prompt
+from tasks.arithmetic import FAMILY as ARITH, make_items, running_total_trace
+from tasks.docs import FAMILY as DOCS
+from tasks.ntr import FAMILY as NTR, ntr_prompt
+from tests.helpers import FakeHit, byte_bpe_tokenizer, tiny_llama
+
+
+def test_running_total_trace_and_bad_expression():
+    assert running_total_trace("5 + 8 - 9") == ("5 + 8 = 13\n13 - 9 = 4", 4)
+    with pytest.raises(ValueError, match="not a chain"):
+        running_total_trace("5 * 3")
+
+
+def test_buckets_are_disjoint_across_seeds_and_phrased_variously():
+    test = make_items("easy", 150, 3)
+    train = make_items("easy", 400, 1, exclude={i.meta["expression"] for i in test})
+    assert len(test) == 150 and len(train) == 400
+    assert not {i.meta["expression"] for i in test} & {i.meta["expression"] for i in train}
+    hard = make_items("hard", 50, 3)
+    assert all(5 <= i.meta["terms"] <= 7 for i in hard) and all(2 <= i.meta["terms"] <= 3 for i in test)
+    assert len({i.question.replace(i.meta["expression"], "{e}") for i in test}) >= 5  # not one template
+    assert make_items("hard", 5, 3)[0].to_dict() == hard[0].to_dict()  # a seed gives the same items
+
+
+def test_targets_extraction_and_scores():
+    it = make_items("hard", 1, 3)[0]
+    think = ARITH.think_target(it)
+    assert think.startswith("<think>\n") and think.endswith(f"\n</think>\n{it.answer}")
+    assert ARITH.answer_target(it) == it.answer
+    assert ARITH.score(think, it) == 1.0 and ARITH.score(it.answer, it) == 1.0
+    assert ARITH.score(f"The answer is {it.answer}.", it) == 1.0
+    assert ARITH.score(f"<think>\n{it.answer}", it) == 0.0  # unclosed thinking has no answer
+    assert ARITH.score("12", Item("x", "arith", "?", "13")) == 0.0
+    d = load_items("docs", 2)[0]
+    assert DOCS.score(f"It returns the {d.meta['answers_any'][0]}.", d) == 1.0 and DOCS.score("no idea", d) == 0.0
+    with pytest.raises(ValueError, match="no reasoning trace"):
+        DOCS.think_target(d)
+    n = Item("n", "ntr", "The cat sat on the", " mat", meta={"continuation": " mat.", "boundaries": [4, 5]})
+    assert NTR.score("\\boxed{ mat}", n) == 1.0 and NTR.score("\\boxed{mat}", n) == 0.0
+    assert NTR.messages(n) == ntr_prompt("The cat sat on the")
+    assert family(n) is NTR
+    with pytest.raises(ValueError, match="unknown task set"):
+        load_items("nope", 1)
+
+
+async def test_training_prompt_is_token_identical_to_the_served_prompt():
+    """The agent's transcript prompt (with a retriever whose hits score below the threshold) and the
+    training row's prompt, tokenized as TRL does, are the same ids."""
+    from agent.config import AgentConfig
+    from agent.runner import Agent
+    from policy.transformers_backend import TransformersPolicy
+    from training.dual import dual_mode_rows
+
+    tok = byte_bpe_tokenizer()
+    policy = TransformersPolicy(tiny_llama(len(tok)), tok, device="cpu")
+
+    class LowScores:
+        async def asearch(self, query, k=5):
+            return [FakeHit(i, "doc.rst", "Numbers", "2 + 2 is 4 in Python", 0.2) for i in range(k)]
+
+    item = make_items("easy", 1, 3)[0]
+    cfg = AgentConfig(min_passage_score=0.45, draft_tokens=2)
+    turn = await Agent(policy, LowScores(), cfg).run([{"role": "user", "content": item.question}],
+                                                     effort="none", max_tokens=2)
+    served = turn.transcript[: turn.metadata["tokens"]["prompt"]]
+    row = dual_mode_rows([item], tok)[0]
+    trained = tok.encode(row["prompt"], add_special_tokens=False)
+    assert served == trained
+    assert trained == tok.encode(render_prompt(tok, item), add_special_tokens=False)
+    assert json.loads(row["item"])["id"] == item.id and {r["mode"] for r in dual_mode_rows([item], tok)} == {
+        "think", "no_think"}
+    # passages at or above the threshold are shown, and then the served prompt carries them
+    turn2 = await Agent(policy, LowScores(), AgentConfig(min_passage_score=0.1, draft_tokens=2)).run(
+        [{"role": "user", "content": item.question}], effort="none", max_tokens=2)
+    assert turn2.metadata["tokens"]["prompt"] > len(served) and turn2.metadata["sources"]

@@ -1,0 +1,95 @@
+"""Rollouts that keep both modes alive: a GRPO group of G completions is half forced to think
+and half forced to answer at once (AdaptThink arXiv 2505.13417 §3.2 samples both modes per
+prompt the same way).
+
+Contract:
+- `forced_mode_rollout(...)` returns a TRL ``rollout_func(prompts, trainer) → dict``.
+  TRL hands it the generation batch, in which each prompt is repeated G = ``num_generations``
+  times in a row; completion j of a group (j = index mod G) thinks when j < G·think_share,
+  else answers at once. The mode is forced at the first generated token: the think token
+  (first token of ``<think>``) is the only one allowed, or the one masked.
+- The forced first token stays in the loss by default, so the group's advantage (think vs
+  no-think samples of the same prompt) moves p(``<think>``) towards the better mode for that
+  prompt — the decision is what RL must learn. ``mask_forced=True`` drops it from the loss
+  instead (``env_mask`` 0 there): the modes' contents are trained, the decision is not.
+- Returns ``prompt_ids``, ``completion_ids`` (EOS kept when generated), ``logprobs`` = None
+  (TRL recomputes them), ``env_mask`` and ``forced_mode`` (forwarded to reward functions).
+"""
+from __future__ import annotations
+
+from policy.format import THINK_OPEN
+
+
+class _ForceFirst:
+    """Logits processor: at the first step, row i may only emit the think token (think[i]) or
+    must not (not think[i])."""
+
+    def __init__(self, think_id: int, think: list[bool]):
+        self.think_id, self.think, self.done = think_id, think, False
+
+    def __call__(self, input_ids, scores):
+        if self.done:
+            return scores
+        self.done = True
+        import torch
+
+        scores = scores.clone()
+        rows = torch.tensor(self.think, device=scores.device)
+        keep = scores[:, self.think_id].clone()
+        scores[rows] = float("-inf")
+        scores[rows, self.think_id] = keep[rows]
+        scores[~rows, self.think_id] = float("-inf")
+        return scores
+
+
+def forced_mode_rollout(think_share: float = 0.5, mask_forced: bool = False, batch_size: int = 64):
+    """A TRL rollout_func forcing the mode of each completion (see the module docstring).
+
+    Raises:
+        ValueError: think_share outside [0, 1].
+    """
+    if not 0.0 <= think_share <= 1.0:
+        raise ValueError(f"think_share must be in [0, 1], got {think_share}")
+
+    def rollout(prompts: list, trainer) -> dict:
+        import torch
+        from transformers import LogitsProcessorList
+
+        tok = trainer.processing_class
+        g = trainer.num_generations
+        texts = [p if isinstance(p, str) else tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        prompt_ids = [tok.encode(t, add_special_tokens=False) for t in texts]
+        think_id = tok.encode(THINK_OPEN, add_special_tokens=False)[0]
+        modes = [(i % g) < round(g * think_share) for i in range(len(prompts))]
+        eos = {tok.eos_token_id}
+        gen_eos = getattr(trainer.model.generation_config, "eos_token_id", None)
+        eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        eos.discard(None)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        device = next(model.parameters()).device
+        completions: list[list[int]] = []
+        was_training = model.training
+        model.eval()
+        for b in range(0, len(prompt_ids), batch_size):
+            batch, think = prompt_ids[b: b + batch_size], modes[b: b + batch_size]
+            width = max(len(p) for p in batch)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+            att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=att, do_sample=True,
+                                     temperature=trainer.temperature, top_p=trainer.top_p,
+                                     max_new_tokens=trainer.max_completion_length, pad_token_id=pad,
+                                     eos_token_id=sorted(eos),
+                                     logits_processor=LogitsProcessorList([_ForceFirst(think_id, think)]))
+            for row in out[:, width:].tolist():
+                cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+                completions.append(row[:cut])
+        if was_training:
+            model.train()
+        env_mask = [[0 if (mask_forced and j == 0) else 1 for j in range(len(c))] for c in completions]
+        return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None,
+                "env_mask": env_mask, "forced_mode": ["think" if m else "no_think" for m in modes]}
+
+    return rollout
