@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models docs demo-index serve test test-fast test-integration bench train-cpu results clean
+.PHONY: install models docs demo-index serve test test-fast test-integration bench train-ntr train-sft train-rl results clean
 
 $(STAMP): pyproject.toml Makefile
 	@echo "==> [1/3] virtual environment $(VENV) and packages"
@@ -63,15 +63,25 @@ bench: demo-index
 	$(PY) -m agent.bench --index $${THINKGATE_INDEX_DIR:-$$HOME/.cache/thinkgate/index}
 	$(PY) -m retrieval.bench
 
-# The longer CPU training run of docs/results (about 30 min on 2 cores).
-train-cpu: demo-index
+# The NTR GRPO run of docs/results/ntr-lora-cpu (about 30 min on 2 cores).
+train-ntr: demo-index
 	$(PY) -m training.grpo --config training/recipes/lora_cpu.yaml
 
-# Reproduce docs/results/eval: base vs trained, never/always/gated, tau sweep and calibration.
-results: train-cpu
-	$(PY) -m agent.eval --models smollm2-135m-instruct runs/ntr-lora-cpu --tasks rg-easy rg-hard docs ntr \
-	  --n 12 --index $${THINKGATE_INDEX_DIR:-$$HOME/.cache/thinkgate/index} \
-	  --ntr-file runs/ntr-lora-cpu/ntr_dataset.jsonl --calibrate --out docs/results/eval
+# Dual-mode warm-up (about 30 min on 2 cores), then adaptive GRPO from it (about 35 min).
+# Both resume from the newest checkpoint in their output dir when re-run after an interruption.
+runs/sft-cpu/summary.json: | models
+	$(PY) -m training.sft --config training/recipes/sft_cpu.yaml
+train-sft: runs/sft-cpu/summary.json
+
+runs/grpo-arith-cpu/summary.json: runs/sft-cpu/summary.json
+	$(PY) -m training.grpo --config training/recipes/grpo_arith_cpu.yaml
+train-rl: runs/grpo-arith-cpu/summary.json
+
+# Reproduce docs/results/eval from a fresh clone: warm-up + RL + evaluation of base, warm-up and RL
+# (held-out chain sums, 150 per bucket, calibration on the dev split), about 80 min on 2 cores.
+results: train-rl
+	$(PY) -m agent.eval --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks arith \
+	  --n 150 --calibrate --agent-check 20 --out docs/results/eval
 
 clean:
 	rm -rf $(VENV) .pytest_cache

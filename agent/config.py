@@ -24,7 +24,7 @@ class AgentConfig:
     score: str = field(default="mean", metadata={"help": "draft aggregate compared with τ: mean or max"})
     draft_tokens: int = field(default=16, metadata={"help": "tokens the gate drafts before deciding"})
     probe_tokens: int = field(default=8, metadata={"help": "answer tokens drafted after each step to test certainty"})
-    step_tokens: int = field(default=64, metadata={"help": "most tokens in one reasoning step"})
+    step_tokens: int = field(default=128, metadata={"help": "most tokens in one reasoning step"})
     max_steps: int = field(default=4, metadata={"help": "most reasoning steps per answer"})
     max_think_tokens: int = field(default=256, metadata={"help": "most reasoning tokens per answer"})
     max_answer_tokens: int = field(default=256, metadata={"help": "default answer length limit"})

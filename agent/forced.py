@@ -102,6 +102,15 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+def _paragraph_end(tokenizer, ids: list[int]) -> int:
+    """Tokens up to and including the one that completes the first blank line ("\\n\\n"), where the
+    agent's draft stops; len(ids) + 1 when there is none (the draft then also counts the EOS)."""
+    for j in range(1, len(ids) + 1):
+        if "\n\n" in tokenizer.decode(ids[:j]):
+            return j
+    return len(ids) + 1
+
+
 def run_forced(model, tokenizer, items: list[Item], prompts: list[list[int]], *, think_tokens: int = 192,
                answer_tokens: int = 48, draft_tokens: int = 16, batch_size: int = 32,
                log=lambda msg: None) -> list[ForcedRecord]:
@@ -126,7 +135,7 @@ def run_forced(model, tokenizer, items: list[Item], prompts: list[list[int]], *,
             it, fam = items[i], family(items[i])
             d_ids, d_eos = direct[j]
             t_ids, _ = think[j]
-            n_draft = min(draft_tokens, len(d_ids) + int(d_eos))  # the agent's draft counts the EOS token
+            n_draft = min(draft_tokens, len(d_ids) + int(d_eos), _paragraph_end(tokenizer, d_ids))
             ents = [float(proc.entropies[s][j]) for s in range(max(1, n_draft))]
             d_text = tokenizer.decode(d_ids, skip_special_tokens=True)
             t_text = THINK_OPEN + "\n" + tokenizer.decode(t_ids, skip_special_tokens=True)

@@ -108,8 +108,10 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
         return {"decision": "think", "reason": "reasoning_effort=high: always think",
                 "transcript": transcript + think, "tokens": tokens}
     budget = _answer_budget(state, cfg)
-    # the draft ends at the first paragraph break: what a model rambles after its answer is not scored
-    gen = await _run(runtime, transcript, GenerationParams(max_tokens=min(cfg.draft_tokens, budget), stop=("\n\n",)), None)
+    # the draft ends at the first paragraph break (what a model rambles after its answer is not
+    # scored) or as soon as the model opens <think> itself (a warmed-up model's decision)
+    gen = await _run(runtime, transcript, GenerationParams(max_tokens=min(cfg.draft_tokens, budget),
+                                                           stop=("\n\n", THINK_OPEN)), None)
     score = aggregate(gen.entropies, gen.varentropies)
     value = score[cfg.score]
     tokens["draft"] = len(gen.token_ids)

@@ -1,8 +1,9 @@
 """The ``thinkgate`` command line (typer).
 
 Commands: ``serve`` (the API), ``ingest`` (index files and folders), ``search`` (query the
-index), ``prepare`` (models, and with --demo the demo index), ``train`` (GRPO, see
-`training.grpo`), ``eval`` (see `agent.eval`), ``demo-corpus`` (print its folder).
+index), ``prepare`` (models, and with --demo the demo index), ``train`` (``--stage sft``:
+`training.sft`; ``--stage grpo``: `training.grpo`), ``eval`` (see `agent.eval`),
+``demo-corpus`` (print its folder).
 Bad input exits non-zero with a one-line ``error: …`` message; nothing already indexed is lost.
 """
 from __future__ import annotations
@@ -140,16 +141,27 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def train(ctx: typer.Context):
-    """GRPO training: the same flags as `python -m training.grpo` (e.g. --config training/recipes/cpu_smoke.yaml)."""
-    from training.grpo import main as grpo_main  # the CLI only dispatches; training owns the logic
-
-    grpo_main(list(ctx.args))
+    """Training: ``--stage sft`` (the dual-mode warm-up, `python -m training.sft`) or ``--stage grpo``
+    (default, `python -m training.grpo`), then that script's own flags (e.g. --config RECIPE)."""
+    args = list(ctx.args)
+    stage = "grpo"
+    if "--stage" in args:
+        i = args.index("--stage")
+        if i + 1 >= len(args) or args[i + 1] not in ("sft", "grpo"):
+            _fail("--stage must be sft or grpo")
+        stage = args[i + 1]
+        del args[i: i + 2]
+    if stage == "sft":
+        from training.sft import main as stage_main  # the CLI only dispatches; training owns the logic
+    else:
+        from training.grpo import main as stage_main
+    stage_main(args)
 
 
 @app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              add_help_option=False)
 def eval_cmd(ctx: typer.Context):
-    """Evaluation: the same flags as `python -m agent.eval` (modes never/always/gated, τ sweep, calibration)."""
+    """Evaluation: the same flags as `python -m agent.eval` (forced modes, learned/gated/oracle, calibration)."""
     from agent.eval import main as eval_main
 
     eval_main(list(ctx.args))

@@ -36,6 +36,17 @@ def write_calibration_defaults(model_path: str | Path, out: Path) -> None:
                                                                     "`python -m agent.eval --calibrate`"}))
 
 
+def resume_point(cfg) -> str | None:
+    """The checkpoint to resume from: ``--resume_from_checkpoint`` if given, else the newest
+    ``checkpoint-*`` in the output dir (open-r1's convention), so a re-run continues an interrupted one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if cfg.resume_from_checkpoint:
+        return cfg.resume_from_checkpoint
+    out = Path(cfg.output_dir)
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
 def run(script, cfg, model_args) -> Path:
     """Train and save; returns the output dir. Raises ValueError for bad arguments."""
     import torch
@@ -77,7 +88,7 @@ def run(script, cfg, model_args) -> Path:
     trainer = GRPOTrainer(model=model, reward_funcs=funcs + [stats_reward], args=cfg, train_dataset=train,
                           processing_class=tokenizer, peft_config=get_peft_config(model_args),
                           callbacks=[MetricsCallback(out / "metrics.jsonl")], rollout_func=rollout)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_point(cfg))
 
     trained = trainer.model
     if hasattr(trained, "merge_and_unload") and script.merge_lora:

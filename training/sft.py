@@ -47,7 +47,7 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
 
     from policy.models import resolve_policy
     from training.dual import dual_mode_rows, train_items
-    from training.grpo import write_calibration_defaults
+    from training.grpo import resume_point, write_calibration_defaults
     from training.report import MetricsCallback
 
     out = Path(cfg.output_dir)
@@ -62,7 +62,7 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
                          peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_point(cfg))
     trained = trainer.model
     if hasattr(trained, "merge_and_unload") and script.merge_lora:
         trained = trained.merge_and_unload()

@@ -114,3 +114,29 @@ def test_cli_rejects_bad_arguments(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training.grpo", "--task", "nope", "--output_dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "task must be 'ntr' or 'arith', got 'nope'" in r.stderr
+
+
+def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt):
+    """The warm-up: each item gives a think and a no-think row on the served prompt; 2 SFT steps change
+    the parameters and save a checkpoint the backend loads, with thinkgate.json and summary.json."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import ModelConfig, SFTConfig
+
+    from training.dual import dual_mode_rows, train_items
+    from training.sft import SFTScriptArguments, run
+
+    items = train_items(3)
+    rows = dual_mode_rows(items, AutoTokenizer.from_pretrained(tiny_ckpt))
+    assert len(rows) == 12 and [r["mode"] for r in rows[:2]] == ["think", "no_think"]
+    assert rows[0]["prompt"] == rows[1]["prompt"] and rows[0]["completion"].startswith("<think>\n")
+    assert sum(r["hard"] for r in rows) == 6  # mode independent of difficulty: both modes in both buckets
+    out = tmp_path / "sft"
+    cfg = SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=4,
+                    learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", max_length=256)
+    before = AutoModelForCausalLM.from_pretrained(tiny_ckpt).state_dict()
+    run(SFTScriptArguments(items_per_bucket=3), cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert any(not torch.equal(before[k], v) for k, v in after.items())
+    assert json.loads((out / "summary.json").read_text())["rows"] == 12 and (out / "thinkgate.json").exists()
+    with pytest.raises(ValueError, match="held-out seed"):
+        SFTScriptArguments(seed_data=3)

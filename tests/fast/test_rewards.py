@@ -101,3 +101,28 @@ def test_script_arguments_validation():
     with pytest.raises(ValueError, match="think_share must be in"):
         ScriptArguments(task="arith", think_share=1.5)
     assert ScriptArguments(task="arith").reward_funcs == ["correct", "no_think_bonus"]
+
+
+def test_information_gain_is_positive_when_the_thought_spells_the_answer():
+    """A tiny model trained for a few steps to copy the thought's last token: the thought that holds the
+    answer gains information over no thought; a misleading one loses it."""
+    import torch
+    from tests.helpers import byte_bpe_tokenizer, tiny_llama
+    from training.infogain import information_gain
+
+    torch.manual_seed(0)
+    tok = byte_bpe_tokenizer()
+    model = tiny_llama(len(tok)).train()
+    prompt = tok.encode("<|im_start|>user\n4 + 3 =<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    good = "<think>\n4 + 3 = 7\n</think>\n\\boxed{ 7"
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ids = torch.tensor([prompt + tok.encode(good, add_special_tokens=False)])
+    for _ in range(60):  # memorise the sequence with the thought
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    assert information_gain(model, tok, prompt, "4 + 3 = 7", " 7") > 0
+    with pytest.raises(ValueError, match="target is empty"):
+        information_gain(model, tok, prompt, "x", "")
