@@ -7,7 +7,9 @@ relevance score included). The modes of `agent.stats` — never, always, learned
 own first token), gated (the agent's gate: the model's choice or draft entropy > τ), entropy
 (entropy alone), oracle — are read off those pairs, per bucket and on the mix, with 95 %
 intervals, paired tests (exact McNemar), and the AUROC of p(<think>) and of the draft
-entropy against "thinking helped this item".
+entropy against "thinking helped this item". On NTR sets (``ntr``, ``ntr-arith``: the
+position after ``=`` in a sum) it also reports the mean information gain of the forced
+thought (`tasks.ntr.information_gain`, RLP).
 
 τ comes from the model's ``thinkgate.json``; with ``--calibrate`` it is picked on the dev
 split (seed 2; test is seed 3; training uses seed 1 with dev/test expressions removed) and
@@ -95,6 +97,27 @@ def report(records, tau: float) -> dict:
     return out
 
 
+def information_gains(lm, tok, items, records) -> dict:
+    """Mean information gain (nats, RLP) of each item's forced thought for its target, with a 95 % t-interval."""
+    from scipy.stats import t as student
+
+    from policy.format import split_think
+    from tasks import render_prompt
+    from tasks.ntr import information_gain
+
+    gains = []
+    for it, r in zip(items, records):
+        thought = split_think(r.think_text)[0] or ""
+        prompt = tok.encode(render_prompt(tok, it), add_special_tokens=False)
+        gains.append(information_gain(lm, tok, prompt, thought, it.answer))
+    n = len(gains)
+    mean = sum(gains) / n
+    sd = (sum((g - mean) ** 2 for g in gains) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    half = float(student.ppf(0.975, n - 1)) * sd / n ** 0.5 if n > 1 else 0.0
+    return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half,
+            "positive_rate": sum(g > 0 for g in gains) / n}
+
+
 async def agent_check(model_path: str, items, records, tau: float, retriever, k: int, max_tokens: int) -> dict:
     """Run the real agent (gated, τ) on the first `k` items; agreement with the derived gated rows."""
     from agent.config import AgentConfig
@@ -159,8 +182,14 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
     res["tau_used"] = tau
     for name, items in task_sets.items():
         t0 = time.time()
+        if name == "ntr-arith":  # rows need this model's tokenizer (token boundaries)
+            from tasks.ntr import arithmetic_rows, row_item
+
+            items = [row_item(r, i) for i, r in enumerate(arithmetic_rows(tok, args.n, args.seed))]
         recs = forced(items)
         res["sets"][name] = report(recs, tau)
+        if name.startswith("ntr"):
+            res["sets"][name]["information_gain"] = information_gains(lm, tok, items, recs)
         res["sets"][name]["seconds"] = time.time() - t0
         res["records"][name] = [asdict(r) for r in recs]
         if args.agent_check:
@@ -229,7 +258,8 @@ def main_eval(args: EvalArgs) -> dict:
     from tasks import load_items
 
     t0 = time.time()
-    task_sets = {name: load_items(name, args.n, args.seed, args.ntr_file) for name in args.tasks}
+    task_sets = {name: ([] if name == "ntr-arith" else load_items(name, args.n, args.seed, args.ntr_file))
+                 for name in args.tasks}
     dev_sets = {}
     if args.calibrate:
         dev_sets = {name: load_items(name, args.n, args.dev_seed, args.ntr_file)
@@ -248,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(prog="python -m agent.eval", description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"], help="registered names or checkpoint dirs")
-    ap.add_argument("--tasks", nargs="+", default=["arith"], help="arith-easy arith-hard arith docs ntr")
+    ap.add_argument("--tasks", nargs="+", default=["arith"],
+                    help="arith-easy arith-hard arith docs ntr ntr-arith (next-token positions after '=' in sums)")
     ap.add_argument("--n", type=int, default=150, help="items per task set (per bucket for arith)")
     ap.add_argument("--seed", type=int, default=3, help="test split seed (training uses 1, dev 2)")
     ap.add_argument("--dev-seed", type=int, default=2)

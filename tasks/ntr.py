@@ -6,6 +6,8 @@ Contract:
 - The answer is the content of the last ``\\boxed{…}`` of the answer part; the score (= the
   RL reward) is RPT's prefix-match (Eq. 3, `policy.format.prefix_match_score`): 1 iff the
   prediction's UTF-8 bytes are a prefix of the continuation ending on a token boundary.
+- `information_gain` (RLP) measures how much a thought raises the log-probability of the true
+  continuation, teacher-forced (nats).
 - Positions come from the documentation corpus (`training.ntr` scores them with a proxy
   model) and from arithmetic statements (`arithmetic_rows`): the result after ``=`` is a
   position where reasoning helps, and those rows carry a running-total trace.
@@ -17,7 +19,7 @@ import random
 from pathlib import Path
 
 from tasks.base import Item, TaskFamily
-from policy.format import extract_boxed, prefix_match_score
+from policy.format import extract_boxed, prefix_match_score, think_completion
 
 NTR_SYSTEM = (
     "You predict the next token of a text. Reply with the predicted text in \\boxed{} and nothing else. "
@@ -95,6 +97,39 @@ def row_item(r: dict, i: int) -> Item:
                 "hard" if r.get("hard") else "easy", r.get("trace"),
                 meta={"continuation": r["continuation"], "boundaries": list(r["boundaries"]),
                       "entropy": r.get("entropy"), "source": r.get("source", "docs")})
+
+
+# ---------------------------------------------------------------- information gain (RLP)
+# IG(thought) = log p(y | x, thought) − log p(y | x)   (RLP, arXiv 2510.01265, §3 Eq. 2–3),
+# teacher-forced: x is the NTR prompt, y the true continuation's target tokens placed where the
+# answer goes (after ``\\boxed{``), the thought inside ``<think>…</think>`` before it in the first
+# term and no thought in the second. Positive where thinking raises the true token's probability.
+ANSWER_OPEN = "\\boxed{"
+
+
+def _logp(model, ids: list[int], target: list[int]) -> float:
+    """Σ log p(target | ids), teacher-forced, in nats."""
+    import torch
+
+    x = torch.tensor([ids + target], device=next(model.parameters()).device)
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(x).logits[0].float(), dim=-1)
+    return float(sum(logp[len(ids) - 1 + j, t] for j, t in enumerate(target)))
+
+
+def information_gain(model, tokenizer, prompt_ids: list[int], thought: str, target: str) -> float:
+    """IG in nats of `thought` for predicting `target` after `prompt_ids` (see the module docstring).
+
+    Raises:
+        ValueError: `target` is empty.
+    """
+    y = tokenizer.encode(target, add_special_tokens=False)
+    if not y:
+        raise ValueError("target is empty")
+    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    with_thought = prompt_ids + enc(think_completion(thought.strip(), ANSWER_OPEN))
+    without = prompt_ids + enc(ANSWER_OPEN)
+    return _logp(model, with_thought, y) - _logp(model, without, y)
 
 
 class NextToken(TaskFamily):

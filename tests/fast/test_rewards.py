@@ -108,7 +108,7 @@ def test_information_gain_is_positive_when_the_thought_spells_the_answer():
     answer gains information over no thought; a misleading one loses it."""
     import torch
     from tests.helpers import byte_bpe_tokenizer, tiny_llama
-    from training.infogain import information_gain
+    from tasks.ntr import information_gain
 
     torch.manual_seed(0)
     tok = byte_bpe_tokenizer()
