@@ -13,8 +13,8 @@ thought (`tasks.ntr.information_gain`, RLP).
 
 τ comes from the model's ``thinkgate.json``; with ``--calibrate`` it is picked on the dev
 split (seed 2; test is seed 3; training uses seed 1 with dev/test expressions removed) and
-written there. ``--agent-check K`` runs the real agent (`agent.runner.Agent`, gated) on the
-first K test items of each set and reports how often its decision and score match the
+written there. ``--agent-check K`` runs the real agent (`agent.runner.Agent`, gated) on K
+evenly spaced test items of each set and reports how often its decision and score match the
 derived ones.
 
 Outputs in ``--out``: ``results.json``, ``table.md``, ``pareto.png``.
@@ -73,15 +73,17 @@ def build_prompts(items, tokenizer, retriever, cfg) -> list[list[int]]:
     return out
 
 
-def report(records, tau: float) -> dict:
-    """Per bucket (and ``all``): every mode's summary, paired tests and AUROCs."""
+def report(records, tau: float, tau_entropy: float | None = None) -> dict:
+    """Per bucket (and ``all``): every mode's summary, paired tests and AUROCs; ``gated`` at `tau`,
+    ``entropy`` at `tau_entropy` (default `tau`)."""
     buckets = sorted({r.bucket for r in records})
     groups = {b: [r for r in records if r.bucket == b] for b in buckets}
     if len(buckets) > 1:
         groups["all"] = list(records)
     out = {}
     for name, recs in groups.items():
-        rows = {m: decide(recs, m, tau) for m in MODES}
+        rows = {m: decide(recs, m, tau_entropy if (m == "entropy" and tau_entropy is not None) else tau)
+                for m in MODES}
         lab = helped(recs)
         out[name] = {
             "modes": {m: summarize(r) for m, r in rows.items()},
@@ -90,6 +92,8 @@ def report(records, tau: float) -> dict:
             "learned_vs_always": paired(rows["learned"], rows["always"]),
             "gated_vs_never": paired(rows["gated"], rows["never"]),
             "gated_vs_always": paired(rows["gated"], rows["always"]),
+            "entropy_vs_never": paired(rows["entropy"], rows["never"]),
+            "entropy_vs_always": paired(rows["entropy"], rows["always"]),
             "auroc_p_think": auroc([r.p_think for r in recs], lab),
             "auroc_draft_entropy": auroc([r.draft_entropy for r in recs], lab),
             "helped_rate": sum(lab) / len(lab),
@@ -119,7 +123,8 @@ def information_gains(lm, tok, items, records) -> dict:
 
 
 async def agent_check(model_path: str, items, records, tau: float, retriever, k: int, max_tokens: int) -> dict:
-    """Run the real agent (gated, τ) on the first `k` items; agreement with the derived gated rows."""
+    """Run the real agent (gated, τ) on `k` evenly spaced items (both buckets); agreement with the
+    derived gated rows (decision and score)."""
     from agent.config import AgentConfig
     from agent.runner import Agent
     from policy.models import load_policy
@@ -129,14 +134,16 @@ async def agent_check(model_path: str, items, records, tau: float, retriever, k:
     cfg = AgentConfig.for_model(model_path, tau_think=tau)
     derived = decide(records, "gated", tau)
     same_decision = same_score = 0
-    for it, d in list(zip(items, derived))[:k]:
+    step = max(1, len(items) // k)
+    pairs = list(zip(items, derived))[::step][:k]
+    for it, d in pairs:
         agent = Agent(policy, retriever if it.retrieval else None, cfg)
         turn = await agent.run([{"role": "user", "content": it.question}], effort="auto", max_tokens=max_tokens)
         score = family(it).score(turn.answer, it)
         same_decision += turn.thought == d["thought"]
         same_score += score == d["score"]
     await policy.close()
-    n = min(k, len(items))
+    n = len(pairs)
     return {"n": n, "decision_agreement": same_decision / n, "score_agreement": same_score / n}
 
 
@@ -180,6 +187,10 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
         cal_path.write_text(json.dumps(current, indent=2))
         _log(f"calibrated tau_think={tau} for {model} → {cal_path}")
     res["tau_used"] = tau
+    tau_entropy = None
+    if args.calibrate:  # the entropy signal alone, calibrated the same way (reported, not written)
+        res["calibration_entropy"] = calibrate(dev, args.cost_per_100, mode="entropy")
+        tau_entropy = res["calibration_entropy"]["tau_think"]
     for name, items in task_sets.items():
         t0 = time.time()
         if name == "ntr-arith":  # rows need this model's tokenizer (token boundaries)
@@ -187,7 +198,7 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
 
             items = [row_item(r, i) for i, r in enumerate(arithmetic_rows(tok, args.n, args.seed))]
         recs = forced(items)
-        res["sets"][name] = report(recs, tau)
+        res["sets"][name] = report(recs, tau, tau_entropy)
         if name.startswith("ntr"):
             res["sets"][name]["information_gain"] = information_gains(lm, tok, items, recs)
         res["sets"][name]["seconds"] = time.time() - t0
@@ -291,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-tokens", type=int, default=48, help="answer token budget (direct mode)")
     ap.add_argument("--think-tokens", type=int, default=192, help="token budget of a think completion")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--agent-check", type=int, default=0, help="run the real agent on the first K items of each set")
+    ap.add_argument("--agent-check", type=int, default=0, help="run the real agent on K evenly spaced items of each set")
     ns = ap.parse_args(argv)
     if ns.n < 1:
         ap.error(f"--n must be >= 1, got {ns.n}")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from training.script import main_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,36 +41,22 @@ class SFTScriptArguments:
 
 def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     """Train and save; returns the output dir."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer, get_peft_config
 
-    from policy.models import resolve_policy
     from training.dual import dual_mode_rows, train_items
-    from training.grpo import resume_point, write_calibration_defaults
+    from training.script import load_model, prepare, resume_point, save_trained
     from training.report import MetricsCallback
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_path = resolve_policy(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    out, model_path, tokenizer = prepare(cfg, model_args)
     rows = dual_mode_rows(train_items(script.items_per_bucket, script.seed_data), tokenizer)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    dtype = torch.float32 if (cfg.use_cpu or not torch.cuda.is_available()) else torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model = load_model(model_path, cfg)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
                          peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
     trainer.train(resume_from_checkpoint=resume_point(cfg))
-    trained = trainer.model
-    if hasattr(trained, "merge_and_unload") and script.merge_lora:
-        trained = trained.merge_and_unload()
+    save_trained(trainer, tokenizer, out, model_path, script.merge_lora)
     if trainer.accelerator.is_main_process:
-        trained.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        write_calibration_defaults(model_path, out)
         summary = {"stage": "sft", "model": model_args.model_name_or_path, "rows": len(rows),
                    "items_per_bucket": script.items_per_bucket, "steps": trainer.state.global_step,
                    "train_loss": trainer.state.log_history[-1].get("train_loss")}
@@ -80,17 +67,9 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags / a YAML recipe and run; bad arguments exit 2 with a one-line message."""
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, SFTConfig
 
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
-    try:
-        script, cfg, model_args = parser.parse_args_and_config(argv)
-        if model_args.model_name_or_path is None:
-            model_args.model_name_or_path = "smollm2-135m-instruct"
-        run(script, cfg, model_args)
-    except (ValueError, FileNotFoundError, LookupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    main_for((SFTScriptArguments, SFTConfig, ModelConfig), run, argv)
 
 
 if __name__ == "__main__":
