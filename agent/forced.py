@@ -4,8 +4,8 @@ Contract:
 - `run_forced(model, tokenizer, items, prompts)` → one `ForcedRecord` per item, from two
   batched greedy `model.generate` passes over the served prompts (token ids as the agent
   builds them):
-  * direct: the think token (first token of ``<think>``) is masked at the first step, so the
-    model answers at once; the raw (unmasked) next-token distributions give p(``<think>``) at
+  * direct: the think token (first token of ``<think>``) is masked at the first step and
+    ``<think>`` cannot be opened later (`policy.modes.ModeForcer`), so the model answers at once; the raw (unmasked) next-token distributions give p(``<think>``) at
     the first step and the entropy (nats) of every drafted token — exactly what the agent's
     gate reads from its own greedy draft;
   * think: ``<think>\\n`` is forced as the start of the turn and the model continues.
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policy.format import THINK_OPEN
+from policy.modes import ModeForcer, think_sequences
 from tasks import Item, family
 
 
@@ -48,12 +49,13 @@ class ForcedRecord:
     meta: dict = field(default_factory=dict)
 
 
-class _FirstStep:
+class _Recorder:
     """Logits processor: records the entropy of each step's raw distribution (and p of the think
-    token at step 0), then masks the think token at step 0."""
+    token at step 0), then, for direct rows, applies `policy.modes.ModeForcer` (no ``<think>``)."""
 
-    def __init__(self, think_id: int, mask: bool):
-        self.think_id, self.mask = think_id, mask
+    def __init__(self, tokenizer, batch: int, direct: bool):
+        self.forcer = ModeForcer(tokenizer, [False] * batch) if direct else None
+        self.think_id = think_sequences(tokenizer)[0][0]
         self.entropies: list = []  # one [batch] tensor per step
         self.p_think = None
         self.greedy_think = None  # [batch] bool: the unmasked argmax at step 0 is the think token
@@ -66,13 +68,10 @@ class _FirstStep:
         if self.p_think is None:
             self.p_think = logp[:, self.think_id].exp()
             self.greedy_think = scores.argmax(-1) == self.think_id
-            if self.mask:
-                scores = scores.clone()
-                scores[:, self.think_id] = float("-inf")
-        return scores
+        return self.forcer(input_ids, scores) if self.forcer is not None else scores
 
 
-def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, think_id: int, mask: bool):
+def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, direct: bool):
     """Greedy generation of a left-padded batch; returns (new ids per row, processor)."""
     import torch
     from transformers import LogitsProcessorList
@@ -81,7 +80,7 @@ def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, t
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    proc = _FirstStep(think_id, mask)
+    proc = _Recorder(tokenizer, len(prompts), direct)
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
@@ -123,14 +122,13 @@ def run_forced(model, tokenizer, items: list[Item], prompts: list[list[int]], *,
         raise ValueError(f"{len(items)} items but {len(prompts)} prompts")
     model.eval()
     think_prefix = tokenizer.encode(THINK_OPEN + "\n", add_special_tokens=False)
-    think_id = think_prefix[0]
     order = sorted(range(len(items)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     by_index: dict[int, ForcedRecord] = {}
     for b in range(0, len(order), batch_size):
         idx = order[b: b + batch_size]
         batch = [prompts[i] for i in idx]
-        direct, proc = _generate(model, tokenizer, batch, answer_tokens, think_id, mask=True)
-        think, _ = _generate(model, tokenizer, [p + think_prefix for p in batch], think_tokens, think_id, mask=False)
+        direct, proc = _generate(model, tokenizer, batch, answer_tokens, direct=True)
+        think, _ = _generate(model, tokenizer, [p + think_prefix for p in batch], think_tokens, direct=False)
         for j, i in enumerate(idx):
             it, fam = items[i], family(items[i])
             d_ids, d_eos = direct[j]

@@ -6,8 +6,10 @@ Contract:
 - `forced_mode_rollout(...)` returns a TRL ``rollout_func(prompts, trainer) → dict``.
   TRL hands it the generation batch, in which each prompt is repeated G = ``num_generations``
   times in a row; completion j of a group (j = index mod G) thinks when j < G·think_share,
-  else answers at once. The mode is forced at the first generated token: the think token
-  (first token of ``<think>``) is the only one allowed, or the one masked.
+  else answers at once. The mode is forced by `policy.modes.ModeForcer`: the think token
+  (first token of ``<think>``) is the only one allowed at the first step, or it is masked and a
+  no-think completion cannot open ``<think>`` later either (a first run without that ban
+  learned to open it after a newline, 78 % "thinking" in forced 50/50 groups by step 9).
 - The forced first token stays in the loss by default, so the group's advantage (think vs
   no-think samples of the same prompt) moves p(``<think>``) towards the better mode for that
   prompt — the decision is what RL must learn. ``mask_forced=True`` drops it from the loss
@@ -17,29 +19,7 @@ Contract:
 """
 from __future__ import annotations
 
-from policy.format import THINK_OPEN
-
-
-class _ForceFirst:
-    """Logits processor: at the first step, row i may only emit the think token (think[i]) or
-    must not (not think[i])."""
-
-    def __init__(self, think_id: int, think: list[bool]):
-        self.think_id, self.think, self.done = think_id, think, False
-
-    def __call__(self, input_ids, scores):
-        if self.done:
-            return scores
-        self.done = True
-        import torch
-
-        scores = scores.clone()
-        rows = torch.tensor(self.think, device=scores.device)
-        keep = scores[:, self.think_id].clone()
-        scores[rows] = float("-inf")
-        scores[rows, self.think_id] = keep[rows]
-        scores[~rows, self.think_id] = float("-inf")
-        return scores
+from policy.modes import ModeForcer
 
 
 def forced_mode_rollout(think_share: float = 0.5, mask_forced: bool = False, batch_size: int = 64):
@@ -60,7 +40,6 @@ def forced_mode_rollout(think_share: float = 0.5, mask_forced: bool = False, bat
         texts = [p if isinstance(p, str) else tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                  for p in prompts]
         prompt_ids = [tok.encode(t, add_special_tokens=False) for t in texts]
-        think_id = tok.encode(THINK_OPEN, add_special_tokens=False)[0]
         modes = [(i % g) < round(g * think_share) for i in range(len(prompts))]
         eos = {tok.eos_token_id}
         gen_eos = getattr(trainer.model.generation_config, "eos_token_id", None)
@@ -82,7 +61,7 @@ def forced_mode_rollout(think_share: float = 0.5, mask_forced: bool = False, bat
                                      temperature=trainer.temperature, top_p=trainer.top_p,
                                      max_new_tokens=trainer.max_completion_length, pad_token_id=pad,
                                      eos_token_id=sorted(eos),
-                                     logits_processor=LogitsProcessorList([_ForceFirst(think_id, think)]))
+                                     logits_processor=LogitsProcessorList([ModeForcer(tok, think)]))
             for row in out[:, width:].tolist():
                 cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
                 completions.append(row[:cut])

@@ -68,3 +68,24 @@ def test_run_forced_on_a_tiny_model_pairs_both_modes():
         assert r.think_text.startswith("<think>\n") and not r.direct_text.startswith("<")
         assert 0.0 <= r.p_think <= 1.0 and r.draft_entropy > 0 and not math.isnan(r.draft_entropy)
         assert 1 <= r.draft_tokens <= 4 and r.direct_score in (0.0, 1.0)
+
+
+def test_mode_forcer_forces_the_first_token_and_bans_a_late_think_for_no_think_rows():
+    import torch
+
+    from policy.modes import ModeForcer, think_sequences
+    from tests.helpers import byte_bpe_tokenizer
+
+    tok = byte_bpe_tokenizer()
+    seqs = think_sequences(tok)
+    think_id, (prefix, last) = seqs[0][0], (seqs[0][:-1], seqs[0][-1])
+    f = ModeForcer(tok, [True, False])
+    prompt = torch.zeros((2, 3), dtype=torch.long)
+    first = f(prompt, torch.zeros((2, len(tok))))
+    assert first[0].argmax() == think_id and torch.isinf(first[0]).sum() == len(tok) - 1
+    assert torch.isinf(first[1, think_id]) and torch.isinf(first[1]).sum() == 1
+    if prefix:  # a no-think row that spelled the start of <think> after a newline cannot finish it
+        nl = tok.encode("\n", add_special_tokens=False)
+        ids = torch.tensor([[0, 0, 0] + nl + prefix, [0, 0, 0] + nl + prefix])
+        later = f(ids, torch.zeros((2, len(tok))))
+        assert torch.isinf(later[1, last]) and not torch.isinf(later[0, last])
