@@ -17,7 +17,8 @@ written there. ``--agent-check K`` runs the real agent (`agent.runner.Agent`, ga
 evenly spaced test items of each set and reports how often its decision and score match the
 derived ones.
 
-Outputs in ``--out``: ``results.json``, ``table.md``, ``pareto.png``.
+Outputs in ``--out``: ``results.json``, ``table.md`` (every mode with its tokens split),
+``summary.md`` (one row per model and bucket), ``pareto.png``.
 """
 from __future__ import annotations
 
@@ -214,6 +215,7 @@ def write_outputs(out: Path, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "table.md").write_text(table(results))
+    (out / "summary.md").write_text(compact_table(results))
     plot(out / "pareto.png", results)
 
 
@@ -231,6 +233,21 @@ def table(results: dict) -> str:
                                  f"{s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] | "
                                  f"{s['think_tokens']:.1f} | {s['answer_tokens']:.1f} | {s['total_tokens']:.1f} | "
                                  f"{s['think_rate']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def compact_table(results: dict) -> str:
+    """Markdown: per model and bucket, each mode as accuracy [95 % CI] · mean tokens · think-rate."""
+    modes = ("never", "always", "learned", "gated", "entropy", "oracle")
+    lines = ["| model | set / bucket | " + " | ".join(modes) + " |", "|" + "---|" * (2 + len(modes))]
+    for model, res in results["models"].items():
+        for set_name, per_bucket in res["sets"].items():
+            for bucket, rep in per_bucket.items():
+                if not isinstance(rep, dict) or "modes" not in rep:
+                    continue
+                cells = [f"{m['accuracy']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] · {m['total_tokens']:.0f} · "
+                         f"{m['think_rate']:.2f}" for m in (rep["modes"][k] for k in modes)]
+                lines.append(f"| {Path(model).name} | {set_name} / {bucket} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

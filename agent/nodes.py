@@ -4,7 +4,8 @@
   least `min_passage_score`, build the prompt (`tasks.prompt`, as trained), reset the turn.
 - `gate`: greedily draft `draft_tokens` answer tokens and score their entropy. Confident →
   the draft stays in the transcript and `answer` continues it (no extra forward pass).
-  Uncertain → ``<think>`` is appended instead. `reasoning_effort` none/high bypass the test.
+  Uncertain, or the model opened ``<think>`` itself (the draft stops there: a warmed-up model's
+  own decision) → ``<think>`` is appended instead. `reasoning_effort` none/high bypass the test.
 - `think_step`: one reasoning step, ending at a blank line, ``</search>``, ``</think>`` or
   `step_tokens`. A ``<search>`` call, or a step whose mean entropy exceeds τ_retrieve,
   leaves a `pending_query`.

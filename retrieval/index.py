@@ -261,12 +261,6 @@ class ChunkIndex:
                 [i for i, _ in hits])}
         return [Passage(i, rows[i][1], rows[i][2], rows[i][3], s) for i, s in hits if i in rows]
 
-    def get(self, chunk_id: int) -> Passage | None:
-        """The stored chunk `chunk_id` (score 0), or None when there is none."""
-        with self._lock:
-            row = self.db.execute("SELECT id, source, heading, text FROM chunks WHERE id=?", (int(chunk_id),)).fetchone()
-        return Passage(*row) if row else None
-
     def iter_chunks(self, batch: int = 1000):
         """Every stored chunk as a `Passage` (score 0), in id order, read `batch` rows at a time."""
         last = -1

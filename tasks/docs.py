@@ -4,14 +4,11 @@ Contract:
 - Served with retrieval: the prompt carries the passages the agent retrieves (`tasks.prompt`).
 - Correct when the answer part contains one of the accepted phrases (word-bounded, any case);
   no programmatic trace (no think target).
-- `support` checks whether the passages the answer cites (all shown ones when it cites none)
-  hold an accepted phrase too.
 """
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from tasks.base import Item, TaskFamily
@@ -44,12 +41,6 @@ class Docs(TaskFamily):
         """1.0 when the answer part holds an accepted phrase, else 0.0."""
         ans = self.answer_part(text)
         return 1.0 if any(has_phrase(a, ans) for a in item.meta["answers_any"]) else 0.0
-
-
-def support(item: Item, sources: list[dict], passage_text: Callable[[int], str]) -> bool:
-    """Whether the cited passages (all shown ones when none is cited) hold an accepted phrase."""
-    cited = [s for s in sources if s.get("cited")] or sources
-    return any(has_phrase(a, passage_text(s["id"])) for s in cited for a in item.meta["answers_any"])
 
 
 FAMILY = Docs()

@@ -187,6 +187,15 @@ def test_retriever_ingest_skips_unchanged_and_replaces_changed(tmp_path):
         r.search("x", 0)
     assert r.add_text("api-doc", "# H\n\nsome text", "md") == 1
     assert r.delete("api-doc") == 1
+    # the NTR corpus reads chunk texts through the index's public API, not its SQLite schema
+    from retrieval.index import ChunkIndex
+    from training.ntr import load_corpus
+
+    texts = [p.text for p in ChunkIndex.open_existing(tmp_path / "idx").iter_chunks(batch=1)]
+    assert len(texts) == 2 and any("immutable" in t for t in texts)
+    assert load_corpus(index_dir=tmp_path / "idx", min_chars=5) == texts
+    with pytest.raises(FileNotFoundError, match="no index at"):
+        load_corpus(index_dir=tmp_path / "missing")
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
