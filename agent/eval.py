@@ -1,10 +1,10 @@
 """``python -m agent.eval`` (also ``thinkgate eval``): does it think only when it needs to?
 
 For each checkpoint and task set (`tasks.load_items`: arith-easy, arith-hard, arith, docs,
-ntr) every held-out item is answered twice, greedily and batched (`agent.forced`): forced
+ntr) every held-out item is answered greedily and batched (`agent.forced`): a free draft, forced
 to answer at once and forced to think, on the served prompt (passages above the agent's
 relevance score included). The modes of `agent.stats` — never, always, learned (the model's
-own first token), gated (the agent's gate: the model's choice or draft entropy > τ), entropy
+own choice in its free draft), gated (the agent's gate: the model's choice or draft entropy > τ), entropy
 (entropy alone), oracle — are read off those pairs, per bucket and on the mix, with 95 %
 intervals, paired tests (exact McNemar), and the AUROC of p(<think>) and of the draft
 entropy against "thinking helped this item". On NTR sets (``ntr``, ``ntr-arith``: the

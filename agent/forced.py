@@ -28,8 +28,8 @@ class ForcedRecord:
 
     Attributes:
         p_think: probability (unmasked) of the think token as the first generated token.
-        learned_think: the greedy first token is the think token (the model's own choice).
-        draft_entropy: mean entropy (nats) of the first `draft_tokens` direct tokens (the gate's score).
+        learned_think: the free greedy draft opens ``<think>`` (the model's own choice).
+        draft_entropy: mean entropy (nats) of the free draft's tokens (the gate's score).
         direct_*, think_*: completion text, generated tokens (forced prefix included, EOS not) and score.
     """
 
@@ -50,15 +50,13 @@ class ForcedRecord:
 
 
 class _Recorder:
-    """Logits processor: records the entropy of each step's raw distribution (and p of the think
-    token at step 0), then, for direct rows, applies `policy.modes.ModeForcer` (no ``<think>``)."""
+    """Logits processor: records the entropy (nats) of each step's raw distribution and p of the
+    think token at the first step; changes nothing."""
 
-    def __init__(self, tokenizer, batch: int, direct: bool):
-        self.forcer = ModeForcer(tokenizer, [False] * batch) if direct else None
+    def __init__(self, tokenizer):
         self.think_id = think_sequences(tokenizer)[0][0]
         self.entropies: list = []  # one [batch] tensor per step
         self.p_think = None
-        self.greedy_think = None  # [batch] bool: the unmasked argmax at step 0 is the think token
 
     def __call__(self, input_ids, scores):
         import torch
@@ -67,12 +65,12 @@ class _Recorder:
         self.entropies.append(-(logp.exp() * logp).sum(-1))
         if self.p_think is None:
             self.p_think = logp[:, self.think_id].exp()
-            self.greedy_think = scores.argmax(-1) == self.think_id
-        return self.forcer(input_ids, scores) if self.forcer is not None else scores
+        return scores
 
 
-def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, direct: bool):
-    """Greedy generation of a left-padded batch; returns (new ids per row, processor)."""
+def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, proc):
+    """Greedy generation of a left-padded batch through logits processor `proc`; returns
+    (new ids, ended with EOS) per row."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -80,7 +78,6 @@ def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, d
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    proc = _Recorder(tokenizer, len(prompts), direct)
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
@@ -91,7 +88,7 @@ def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, d
     for r in out[:, width:].tolist():
         cut = next((i for i, t in enumerate(r) if t in eos), len(r))
         rows.append((r[:cut], cut < len(r)))
-    return rows, proc
+    return rows
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -101,13 +98,20 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def _paragraph_end(tokenizer, ids: list[int]) -> int:
-    """Tokens up to and including the one that completes the first blank line ("\\n\\n"), where the
-    agent's draft stops; len(ids) + 1 when there is none (the draft then also counts the EOS)."""
+def _draft_end(tokenizer, ids: list[int], ended: bool) -> tuple[int, bool]:
+    """Where the agent's gate stops its draft of `ids`: (tokens, opened <think>). It stops after the
+    token that completes ``<think>`` or a blank line; at EOS the EOS token counts."""
     for j in range(1, len(ids) + 1):
-        if "\n\n" in tokenizer.decode(ids[:j]):
-            return j
-    return len(ids) + 1
+        text = tokenizer.decode(ids[:j])
+        if THINK_OPEN in text:
+            return j, True
+        if "\n\n" in text:
+            return j, False
+    return len(ids) + int(ended), False
+
+
+def _noop(input_ids, scores):
+    return scores
 
 
 def run_forced(model, tokenizer, items: list[Item], prompts: list[list[int]], *, think_tokens: int = 192,
@@ -127,19 +131,21 @@ def run_forced(model, tokenizer, items: list[Item], prompts: list[list[int]], *,
     for b in range(0, len(order), batch_size):
         idx = order[b: b + batch_size]
         batch = [prompts[i] for i in idx]
-        direct, proc = _generate(model, tokenizer, batch, answer_tokens, direct=True)
-        think, _ = _generate(model, tokenizer, [p + think_prefix for p in batch], think_tokens, direct=False)
+        rec = _Recorder(tokenizer)
+        free = _generate(model, tokenizer, batch, draft_tokens, rec)
+        direct = _generate(model, tokenizer, batch, answer_tokens, ModeForcer(tokenizer, [False] * len(batch)))
+        think = _generate(model, tokenizer, [p + think_prefix for p in batch], think_tokens, _noop)
         for j, i in enumerate(idx):
             it, fam = items[i], family(items[i])
-            d_ids, d_eos = direct[j]
+            d_ids, _ = direct[j]
             t_ids, _ = think[j]
-            n_draft = min(draft_tokens, len(d_ids) + int(d_eos), _paragraph_end(tokenizer, d_ids))
-            ents = [float(proc.entropies[s][j]) for s in range(max(1, n_draft))]
+            n_draft, opened = _draft_end(tokenizer, *free[j])
+            n_draft = max(1, min(n_draft, draft_tokens))
+            ents = [float(rec.entropies[s][j]) for s in range(n_draft)]
             d_text = tokenizer.decode(d_ids, skip_special_tokens=True)
             t_text = THINK_OPEN + "\n" + tokenizer.decode(t_ids, skip_special_tokens=True)
             by_index[i] = ForcedRecord(
-                id=it.id, family=it.family, bucket=it.bucket, p_think=float(proc.p_think[j]),
-                learned_think=bool(proc.greedy_think[j]),
+                id=it.id, family=it.family, bucket=it.bucket, p_think=float(rec.p_think[j]), learned_think=opened,
                 draft_entropy=sum(ents) / len(ents), draft_tokens=n_draft, direct_text=d_text,
                 direct_tokens=len(d_ids), direct_score=fam.score(d_text, it), think_text=t_text,
                 think_tokens=len(think_prefix) + len(t_ids), think_score=fam.score(t_text, it), meta=it.meta)

@@ -4,7 +4,7 @@ Contract:
 - `decide(records, mode, tau)` → per item (thought, score, think tokens, answer tokens, hidden
   tokens), for the modes:
   * ``never`` / ``always``: the direct / think completion;
-  * ``learned``: the model's own first token (greedy) decides;
+  * ``learned``: the model's own choice decides (its free greedy draft opens ``<think>`` or not);
   * ``gated``: the agent's gate, which composes the model's choice with the entropy signal —
     think when the model opens ``<think>`` or the draft's mean entropy exceeds τ (the draft
     it discards counts as hidden tokens);

@@ -5,9 +5,10 @@ Contract:
   (bare, after a space); the first token of the bare one is the *think token*, the mode decision.
 - `ModeForcer(tokenizer, think)` is a transformers logits processor for a batch whose row i must
   think (``think[i]`` True: at the first step only the think token is allowed) or must not
-  (False: the think token is masked at the first step, and every later step masks the token
-  that would complete a ``<think>`` spelling — so a no-think row cannot open thinking after a
-  leading space or newline either).
+  (False: every token whose text holds ``<`` is masked at every step, so a no-think row cannot
+  open ``<think>`` anywhere, however it would spell it — banning only the token that completes
+  ``<think>`` was not enough: an RL run learned to end the tag with another token, ``>\n``).
+  The price: a forced direct answer cannot contain ``<``.
 """
 from __future__ import annotations
 
@@ -26,6 +27,18 @@ def think_sequences(tokenizer) -> list[list[int]]:
     return out
 
 
+_ANGLE_CACHE: dict[int, list[int]] = {}
+
+
+def angle_token_ids(tokenizer) -> list[int]:
+    """Ids of every token whose decoded text contains ``<`` (cached per tokenizer object)."""
+    key = id(tokenizer)
+    if key not in _ANGLE_CACHE:
+        n = len(tokenizer)
+        _ANGLE_CACHE[key] = [i for i in range(n) if "<" in tokenizer.decode([i])]
+    return _ANGLE_CACHE[key]
+
+
 class ModeForcer:
     """Logits processor forcing each row's mode (see the module docstring).
 
@@ -34,30 +47,22 @@ class ModeForcer:
     """
 
     def __init__(self, tokenizer, think: Sequence[bool]):
-        seqs = think_sequences(tokenizer)
-        self.think_id = seqs[0][0]
-        self.bans = [(s[:-1], s[-1]) for s in seqs]
+        self.think_id = think_sequences(tokenizer)[0][0]
+        self.angle = angle_token_ids(tokenizer)
         self.think = list(think)
-        self.start: int | None = None
+        self.first = True
 
     def __call__(self, input_ids, scores):
         import torch
 
-        if self.start is None:  # first step: the prompt ends here
-            self.start = input_ids.shape[1]
-            scores = scores.clone()
-            rows = torch.tensor(self.think, device=scores.device)
+        scores = scores.clone()
+        rows = torch.tensor(self.think, device=scores.device)
+        if self.first:  # thinking rows: only the think token at the first step
+            self.first = False
             keep = scores[:, self.think_id].clone()
             scores[rows] = float("-inf")
             scores[rows, self.think_id] = keep[rows]
-            scores[~rows, self.think_id] = float("-inf")
-            return scores
-        gen = input_ids[:, self.start:]
-        for i, think in enumerate(self.think):
-            if think:
-                continue
-            row = gen[i].tolist()
-            for prefix, last in self.bans:
-                if prefix and row[-len(prefix):] == prefix:
-                    scores[i, last] = float("-inf")
+        no = (~rows).nonzero().flatten()
+        if len(no):
+            scores[no.unsqueeze(1), torch.tensor(self.angle, device=scores.device).unsqueeze(0)] = float("-inf")
         return scores
