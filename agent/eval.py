@@ -204,7 +204,7 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
             res["sets"][name]["information_gain"] = information_gains(lm, tok, items, recs)
         res["sets"][name]["seconds"] = time.time() - t0
         res["records"][name] = [asdict(r) for r in recs]
-        if args.agent_check:
+        if args.agent_check and not name.startswith("ntr"):  # NTR prompts are not the agent's
             res["sets"][name]["agent_check"] = asyncio.run(
                 agent_check(path, items, recs, tau, retriever, args.agent_check, args.max_tokens))
     return res

@@ -31,11 +31,14 @@ _ANGLE_CACHE: dict[int, list[int]] = {}
 
 
 def angle_token_ids(tokenizer) -> list[int]:
-    """Ids of every token whose decoded text contains ``<`` (cached per tokenizer object)."""
+    """Ids of every ordinary token whose text contains ``<`` (cached per tokenizer object). Special
+    tokens are never in it: ``<|im_end|>`` is the EOS, and a direct answer must be able to end."""
     key = id(tokenizer)
     if key not in _ANGLE_CACHE:
-        n = len(tokenizer)
-        _ANGLE_CACHE[key] = [i for i in range(n) if "<" in tokenizer.decode([i])]
+        special = set(tokenizer.all_special_ids) | {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()
+                                                    if getattr(t, "special", False)}
+        _ANGLE_CACHE[key] = [i for i in range(len(tokenizer))
+                             if i not in special and "<" in tokenizer.decode([i])]
     return _ANGLE_CACHE[key]
 
 

@@ -80,6 +80,7 @@ def test_mode_forcer_forces_the_first_token_and_keeps_no_think_rows_from_any_ang
     think_id = think_sequences(tok)[0][0]
     angle = angle_token_ids(tok)
     assert think_id in angle and all("<" in tok.decode([i]) for i in angle)
+    assert tok.eos_token_id not in angle  # "<|im_end|>" must stay allowed: a direct answer has to end
     f = ModeForcer(tok, [True, False])
     prompt = torch.zeros((2, 3), dtype=torch.long)
     first = f(prompt, torch.zeros((2, len(tok))))
