@@ -1,13 +1,13 @@
 """Batched forced-mode generation: every item answered once thinking and once not, greedily.
 
 Contract:
-- `run_forced(model, tokenizer, items, prompts)` → one `ForcedRecord` per item, from two
+- `run_forced(model, tokenizer, items, prompts)` → one `ForcedRecord` per item, from three
   batched greedy `model.generate` passes over the served prompts (token ids as the agent
   builds them):
-  * direct: the think token (first token of ``<think>``) is masked at the first step and
-    ``<think>`` cannot be opened later (`policy.modes.ModeForcer`), so the model answers at once; the raw (unmasked) next-token distributions give p(``<think>``) at
-    the first step and the entropy (nats) of every drafted token — exactly what the agent's
-    gate reads from its own greedy draft;
+  * free draft (`draft_tokens`, stopped where the agent's gate stops): whether the model opens
+    ``<think>`` itself (the learned decision), p(think token) at the first step and the mean
+    entropy (nats) of the draft — exactly what the agent's gate reads;
+  * direct: no ordinary token holding ``<`` (`policy.modes.ModeForcer`), so it answers at once;
   * think: ``<think>\\n`` is forced as the start of the turn and the model continues.
 - Every mode of `agent.stats` (never, always, learned, gated, entropy, oracle) is derived from
   these paired records, because the agent's greedy path is one of the two: a model that
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policy.format import THINK_OPEN
-from policy.modes import ModeForcer, think_sequences
+from policy.modes import ModeForcer, eos_token_ids, left_pad, think_sequences
 from tasks import Item, family
 
 
@@ -75,27 +75,18 @@ def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, p
     from transformers import LogitsProcessorList
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids, att = left_pad(prompts, pad)
+    eos = eos_token_ids(model, tokenizer)
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
                              do_sample=False, logits_processor=LogitsProcessorList([proc]), pad_token_id=pad,
-                             eos_token_id=list(_eos_ids(model, tokenizer)))
+                             eos_token_id=sorted(eos))
     rows = []
-    eos = _eos_ids(model, tokenizer)
-    for r in out[:, width:].tolist():
+    for r in out[:, ids.shape[1]:].tolist():
         cut = next((i for i, t in enumerate(r) if t in eos), len(r))
         rows.append((r[:cut], cut < len(r)))
     return rows
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids |= set(gen if isinstance(gen, list) else [gen])
-    return {i for i in ids if i is not None}
 
 
 def _draft_end(tokenizer, ids: list[int], ended: bool) -> tuple[int, bool]:

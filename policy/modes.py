@@ -3,6 +3,7 @@
 Contract:
 - `think_sequences(tokenizer)`: the token-id spellings of ``<think>`` a completion could use
   (bare, after a space); the first token of the bare one is the *think token*, the mode decision.
+- `eos_token_ids`, `left_pad`: what every batched ``model.generate`` caller here needs.
 - `ModeForcer(tokenizer, think)` is a transformers logits processor for a batch whose row i must
   think (``think[i]`` True: at the first step only the think token is allowed) or must not
   (False: every token whose text holds ``<`` is masked at every step, so a no-think row cannot
@@ -25,6 +26,24 @@ def think_sequences(tokenizer) -> list[list[int]]:
         if ids and ids not in out:
             out.append(ids)
     return out
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Token ids that end a turn: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(gen if isinstance(gen, list) else [gen])
+    return {i for i in ids if i is not None}
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad: int):
+    """(input_ids, attention_mask) long tensors [batch, longest] of `prompts` padded on the left."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts])
+    att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, att
 
 
 _ANGLE_CACHE: dict[int, list[int]] = {}

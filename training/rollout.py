@@ -19,7 +19,7 @@ Contract:
 """
 from __future__ import annotations
 
-from policy.modes import ModeForcer
+from policy.modes import ModeForcer, eos_token_ids, left_pad
 
 
 def forced_mode_rollout(think_share: float = 0.5, mask_forced: bool = False, batch_size: int = 64):
@@ -41,10 +41,7 @@ def forced_mode_rollout(think_share: float = 0.5, mask_forced: bool = False, bat
                  for p in prompts]
         prompt_ids = [tok.encode(t, add_special_tokens=False) for t in texts]
         modes = [(i % g) < round(g * think_share) for i in range(len(prompts))]
-        eos = {tok.eos_token_id}
-        gen_eos = getattr(trainer.model.generation_config, "eos_token_id", None)
-        eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        eos.discard(None)
+        eos = eos_token_ids(trainer.model, tok)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         model = trainer.accelerator.unwrap_model(trainer.model)
         device = next(model.parameters()).device
@@ -53,16 +50,14 @@ def forced_mode_rollout(think_share: float = 0.5, mask_forced: bool = False, bat
         model.eval()
         for b in range(0, len(prompt_ids), batch_size):
             batch, think = prompt_ids[b: b + batch_size], modes[b: b + batch_size]
-            width = max(len(p) for p in batch)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
-            att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+            ids, att = left_pad(batch, pad)
             with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=att, do_sample=True,
+                out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), do_sample=True,
                                      temperature=trainer.temperature, top_p=trainer.top_p,
                                      max_new_tokens=trainer.max_completion_length, pad_token_id=pad,
                                      eos_token_id=sorted(eos),
                                      logits_processor=LogitsProcessorList([ModeForcer(tok, think)]))
-            for row in out[:, width:].tolist():
+            for row in out[:, ids.shape[1]:].tolist():
                 cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
                 completions.append(row[:cut])
         if was_training:
