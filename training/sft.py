@@ -5,6 +5,14 @@ through TRL's `ModelConfig` flags). Our part is the data (`training.dual`): ever
 item appears with a think target and a no-think target, so afterwards the first generated
 token (``<`` of ``<think>``, or the answer) is the mode decision and p(``<think>``) a signal.
 
+Loss normalisation (``--row_mean_loss``, default on): TRL averages the NLL over all completion
+tokens of a batch, so a 2-token no-think answer weighs ~1/40 of a 75-token trace and direct
+answering is barely trained (measured: forced no-think answered "4 + 8" with 13 while the same
+checkpoint wrote "4 + 8 = 12" when thinking). With it on, each row's loss is the mean over its own
+completion tokens and the batch loss the mean over rows — the per-sequence normalisation 1/|o_i|
+of GRPO (DeepSeekMath, arXiv 2402.03300, Eq. 3) applied to SFT — so both targets of an item weigh
+the same.
+
 Output dir: a checkpoint (LoRA merged) that ``thinkgate serve --model DIR`` and
 ``python -m training.grpo --model_name_or_path DIR`` load, ``thinkgate.json`` (agent
 defaults until calibrated), ``summary.json`` and ``metrics.jsonl``.
@@ -31,6 +39,9 @@ class SFTScriptArguments:
     items_per_bucket: int = field(default=800, metadata={"help": "training items per difficulty bucket (each gives 2 rows)"})
     seed_data: int = field(default=1, metadata={"help": "generator seed of the training split (dev=2, test=3 are held out)"})
     merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into the saved checkpoint"})
+    row_mean_loss: bool = field(default=True, metadata={
+        "help": "loss = mean over rows of each row's mean completion-token NLL (both modes weigh the same); "
+                "off: TRL's mean over all completion tokens of the batch"})
 
     def __post_init__(self) -> None:
         if self.items_per_bucket < 1:
@@ -39,10 +50,56 @@ class SFTScriptArguments:
             raise ValueError(f"seed_data must not be a held-out seed (2 = dev, 3 = test), got {self.seed_data}")
 
 
+def row_mean_nll(logits, labels):
+    """Mean over rows of each row's mean next-token NLL (nats) on its labelled tokens.
+
+    Args:
+        logits: [batch, seq, vocab] model outputs (position t predicts token t + 1).
+        labels: [batch, seq] token ids, -100 where no loss is taken (prompt, padding).
+    Returns:
+        A scalar tensor; rows without a labelled token are left out (0 if none has one).
+
+    Example: a row with NLLs (1, 1) and a row with (3,) give (1 + 3) / 2 = 2, where the token mean
+    would give 5 / 3.
+    """
+    import torch.nn.functional as F
+
+    target = labels[:, 1:]
+    mask = target != -100
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), target.clamp(min=0), reduction="none") * mask
+    counts = mask.sum(dim=1)
+    rows = counts > 0
+    if not rows.any():
+        return nll.sum() * 0.0
+    return (nll.sum(dim=1)[rows] / counts[rows]).mean()
+
+
+def _trainer_class(row_mean: bool):
+    """TRL's `SFTTrainer`, or a subclass whose loss is `row_mean_nll`."""
+    from trl import SFTTrainer
+
+    if not row_mean:
+        return SFTTrainer
+
+    class RowMeanSFTTrainer(SFTTrainer):
+        """`SFTTrainer` with the loss `row_mean_nll` (TRL's metrics are not logged for it)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {k: v for k, v in inputs.items() if k not in ("completion_mask", "assistant_masks")}
+            labels = inputs.pop("labels")
+            outputs = model(**inputs, use_cache=False)
+            loss = row_mean_nll(outputs.logits, labels)
+            if num_items_in_batch is not None:  # the Trainer then leaves accumulation scaling to the loss
+                loss = loss / self.current_gradient_accumulation_steps
+            return (loss, outputs) if return_outputs else loss
+
+    return RowMeanSFTTrainer
+
+
 def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     """Train and save; returns the output dir."""
     from datasets import Dataset
-    from trl import SFTTrainer, get_peft_config
+    from trl import get_peft_config
 
     from training.dual import dual_mode_rows, train_items
     from training.script import load_model, prepare, resume_point, save_trained
@@ -52,13 +109,16 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     rows = dual_mode_rows(train_items(script.items_per_bucket, script.seed_data), tokenizer)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     model = load_model(model_path, cfg)
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
+    if script.row_mean_loss and getattr(cfg, "padding_free", False):
+        raise ValueError("row_mean_loss needs padded rows; it cannot be combined with padding_free=True")
+    trainer = _trainer_class(script.row_mean_loss)(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
                          peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
     trainer.train(resume_from_checkpoint=resume_point(cfg))
     save_trained(trainer, tokenizer, out, model_path, script.merge_lora)
     if trainer.accelerator.is_main_process:
         summary = {"stage": "sft", "model": model_args.model_name_or_path, "rows": len(rows),
-                   "items_per_bucket": script.items_per_bucket, "steps": trainer.state.global_step,
+                   "items_per_bucket": script.items_per_bucket,
+                   "row_mean_loss": script.row_mean_loss, "steps": trainer.state.global_step,
                    "train_loss": trainer.state.log_history[-1].get("train_loss")}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps({"output_dir": str(out), **summary}))

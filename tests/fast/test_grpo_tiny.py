@@ -140,3 +140,22 @@ def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt):
     assert json.loads((out / "summary.json").read_text())["rows"] == 12 and (out / "thinkgate.json").exists()
     with pytest.raises(ValueError, match="held-out seed"):
         SFTScriptArguments(seed_data=3)
+
+
+def test_row_mean_loss_weighs_a_short_answer_like_a_long_trace():
+    """Two rows, NLLs (a, a) and (b,): the row mean is (a + b) / 2, the token mean (2a + b) / 3; rows
+    without labels (all -100) are left out instead of counted as 0."""
+    import torch.nn.functional as F
+
+    from training.sft import row_mean_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 5)
+    labels = torch.tensor([[-100, 1, 2, -100], [-100, -100, 3, -100], [-100, -100, -100, -100]])
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp(min=0), reduction="none")
+    a = (nll[0, 0] + nll[0, 1]) / 2
+    b = nll[1, 1]
+    got = row_mean_nll(logits, labels)
+    assert torch.allclose(got, (a + b) / 2)
+    assert not torch.allclose(got, (nll[0, 0] + nll[0, 1] + b) / 3)
+    assert row_mean_nll(logits, torch.full_like(labels, -100)).item() == 0.0
