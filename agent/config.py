@@ -8,10 +8,12 @@ Defaults were measured for SmolLM2-135M-Instruct on this project's prompts.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CALIBRATION_FILE = "thinkgate.json"
+log = logging.getLogger("thinkgate.agent")
 
 
 @dataclass
@@ -71,3 +73,22 @@ class AgentConfig:
                 data.update(json.loads(path.read_text()))
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
+
+
+def calibration_mismatch(model_dir: str | Path | None, backend: str, weights: str) -> str | None:
+    """A warning when ``<model_dir>/thinkgate.json`` was calibrated on another backend or weight
+    format than the one serving (quantization shifts entropies, so τ may not transfer); None when
+    they agree or nothing was calibrated. The warning is also logged."""
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    cal = json.loads(path.read_text()).get("calibrated") or {}
+    on = (cal.get("backend"), cal.get("weights"))
+    if not cal or on == (backend, weights):
+        return None
+    msg = (f"thresholds in {path} were calibrated on backend={on[0]} weights={on[1]} but the policy is served "
+           f"on backend={backend} weights={weights}: entropies differ; re-run `python -m agent.eval --calibrate`")
+    log.warning(msg)
+    return msg

@@ -183,7 +183,8 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
         tau = cal["tau_think"]
         cal_path = Path(path) / CALIBRATION_FILE
         current = json.loads(cal_path.read_text()) if cal_path.is_file() else {}
-        current.update({"tau_think": tau, "calibrated": {"cost_per_100": args.cost_per_100, "tasks": args.tasks,
+        current.update({"tau_think": tau, "calibrated": {"backend": "transformers", "weights": "fp32",
+                                                         "cost_per_100": args.cost_per_100, "tasks": args.tasks,
                                                          "dev_seed": args.dev_seed, "n": args.n, "dev": cal["dev"]}})
         cal_path.write_text(json.dumps(current, indent=2))
         _log(f"calibrated tau_think={tau} for {model} → {cal_path}")

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, calibration_mismatch
 from agent.runner import Agent
 from api import metrics
 from api.protocol import ChatCompletionRequest, DocumentIn, ErrorResponse
@@ -48,8 +48,13 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         if policy is None:
             from policy.models import load_policy
 
-            kw = {"device": settings.device, "cache_slots": settings.cache_slots} if settings.backend == "transformers" else {}
-            policy = load_policy(settings.model, settings.cache_dir, backend=settings.backend,
+            from policy.models import default_backend
+
+            backend = default_backend() if settings.backend == "auto" else settings.backend
+            kw = {"device": settings.device, "cache_slots": settings.cache_slots} if backend == "transformers" else {}
+            if backend == "onnx":
+                kw = {"cache_slots": settings.cache_slots, "precision": settings.precision}
+            policy = load_policy(settings.model, settings.cache_dir, backend=backend,
                                  remote_url=settings.remote_url, served_name=settings.served_model_name, **kw)
         if retriever is None:
             from retrieval.retriever import Retriever
@@ -63,6 +68,8 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
             with contextlib.suppress(Exception):
                 model_dir = resolve_policy(settings.model, settings.cache_dir)
             cfg = AgentConfig.for_model(model_dir, tau_think=settings.tau_think, tau_exit=settings.tau_exit)
+            if settings.tau_think is None:
+                calibration_mismatch(model_dir, policy.backend, policy.weights)
         settings.resolved_threads_db.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(settings.resolved_threads_db)) as saver:
             agent = Agent(policy, retriever, cfg, checkpointer=saver)

@@ -122,7 +122,14 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
 
     s = _settings(model=model, index_dir=index)
     try:
-        typer.echo(f"policy   {s.model}: {resolve_policy(s.model, s.cache_dir)}")
+        path = resolve_policy(s.model, s.cache_dir)
+        typer.echo(f"policy   {s.model}: {path}")
+        from policy.models import default_backend
+
+        if (default_backend() if s.backend == "auto" else s.backend) == "onnx":
+            from policy.onnx_backend import export_onnx
+
+            typer.echo(f"onnx     {s.precision}: {export_onnx(path, s.precision, s.cache_dir, log=typer.echo)}")
         typer.echo(f"embedder {s.embedder}: {resolve_embedder(s.embedder)}")
     except (ModelNotFoundError, LookupError) as exc:
         _fail(str(exc))

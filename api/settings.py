@@ -25,8 +25,12 @@ class Settings(BaseSettings):
     threads_db: Path | None = Field(None, description="SQLite checkpointer file (default: <cache_dir>/threads.sqlite)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    backend: str = Field("transformers", pattern="^(transformers|vllm|remote)$",
-                         description="policy backend: transformers (CPU/GPU), vllm (in-process GPU) or remote")
+    backend: str = Field("auto", pattern="^(auto|onnx|transformers|vllm|remote)$",
+                         description="policy backend: auto (onnx on a CPU-only machine, else transformers), onnx "
+                                     "(onnxruntime-genai, CPU, quantized), transformers (CPU/GPU, fp32 reference), "
+                                     "vllm (in-process GPU) or remote")
+    precision: str = Field("int4", pattern="^(int4|int8|fp32)$",
+                           description="weights of the onnx backend's export (made once, cached)")
     remote_url: str | None = Field(None, description="OpenAI-compatible completions server for backend=remote")
     device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")
     reasoning_effort: str = Field("auto", description="default when a request names none: none, auto or high")

@@ -123,6 +123,10 @@ class Policy(abc.ABC):
     special_tokens: tuple[str, ...] = ()
     #: "exact" or "topk".
     entropy_method: EntropyMethod = "exact"
+    #: Engine name (transformers, onnx, vllm, remote): entropies, hence thresholds, depend on it.
+    backend: str = "unknown"
+    #: Weight format served (fp32, bf16, int8, int4, …): quantization shifts entropies.
+    weights: str = "unknown"
 
     @abc.abstractmethod
     def tokenize(self, text: str) -> list[int]:

@@ -134,35 +134,67 @@ def resolve_policy(name: str | None = None, root: Path | None = None) -> str:
     return name
 
 
-def load_policy(name: str | None = None, root: Path | None = None, *, backend: str = "transformers",
-                remote_url: str | None = None, **kwargs):
+def default_backend() -> str:
+    """The backend ``auto`` means: ``onnx`` on a machine without CUDA when onnxruntime-genai is
+    installed (the fast exact-entropy CPU path), else ``transformers``."""
+    import importlib.util
+
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        cuda = False
+    if not cuda and importlib.util.find_spec("onnxruntime_genai") is not None:
+        return "onnx"
+    return "transformers"
+
+
+BACKENDS = ("auto", "onnx", "transformers", "vllm", "remote")
+
+
+def load_policy(name: str | None = None, root: Path | None = None, *, backend: str = "auto",
+                remote_url: str | None = None, precision: str = "int4", **kwargs):
     """Build the `Policy` for `name` (see `resolve_policy`; `root` is the cache root).
 
     Args:
-        backend: "transformers" (default; CPU or GPU), "vllm" (in-process, GPU) or "remote"
-            (an OpenAI-compatible completions server at `remote_url`, serving `name`).
-        kwargs: passed to the backend (`served_name` names the model in the API).
+        backend: "auto" (default: `default_backend()`), "onnx" (onnxruntime-genai on the CPU, the
+            checkpoint exported once at `precision`), "transformers" (CPU or GPU; the reference),
+            "vllm" (in-process, GPU) or "remote" (an OpenAI-compatible completions server at
+            `remote_url`, serving `name`).
+        precision: weights of the onnx export: "int4", "int8" or "fp32".
+        kwargs: passed to the backend (`served_name` names the model in the API; `cache_slots`,
+            `device`, `threads` where the backend takes them).
 
     Raises:
-        ValueError: unknown backend, or "remote" without `remote_url`.
+        ValueError: unknown backend or precision, or "remote" without `remote_url`.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        backend = default_backend()
     served = kwargs.pop("served_name", None) or name or DEFAULT_POLICY
     path = resolve_policy(name, root)
     if backend == "transformers":
         from policy.transformers_backend import TransformersPolicy
 
         return TransformersPolicy(path, name=served, **kwargs)
+    if backend == "onnx":
+        from policy.onnx_backend import OnnxPolicy, export_onnx
+
+        if not Path(path).is_dir():
+            raise ValueError(f"backend 'onnx' needs a local checkpoint dir, got {path!r}")
+        export = export_onnx(path, precision, root)
+        return OnnxPolicy(export, path, name=served, **{k: v for k, v in kwargs.items() if k != "device"})
     if backend == "vllm":
         from policy.vllm_backend import VLLMPolicy
 
         return VLLMPolicy(path, name=served, **{k: v for k, v in kwargs.items() if k not in ("cache_slots", "device")})
-    if backend == "remote":
-        if not remote_url:
-            raise ValueError("backend 'remote' needs a remote_url (THINKGATE_REMOTE_URL)")
-        from policy.remote import RemotePolicy
+    if not remote_url:
+        raise ValueError("backend 'remote' needs a remote_url (THINKGATE_REMOTE_URL)")
+    from policy.remote import RemotePolicy
 
-        return RemotePolicy(remote_url, served, path)
-    raise ValueError(f"backend must be transformers, vllm or remote, got {backend!r}")
+    return RemotePolicy(remote_url, served, path)
 
 
 def main() -> None:

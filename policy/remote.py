@@ -42,6 +42,7 @@ class RemotePolicy(HFTokenizerMixin, Policy):
     """
 
     entropy_method = "topk"
+    backend = "remote"
 
     def __init__(self, base_url: str, model: str, tokenizer, *, api_key: str | None = None,
                  max_context: int | None = None, client: httpx.AsyncClient | None = None, timeout: float = 300.0):

@@ -33,6 +33,8 @@ class VLLMPolicy(HFTokenizerMixin, Policy):
     """
 
     entropy_method = "topk"
+    backend = "vllm"
+    weights = "bf16"
 
     def __init__(self, model: str, *, name: str | None = None, gpu_memory_utilization: float = 0.5,
                  max_model_len: int | None = None, top_logprobs: int = 20, **engine_kwargs):
