@@ -1,5 +1,6 @@
 # thinkgate — set-up and run. Two commands on a fresh machine:
-#   make serve   venv + install + models + demo index, then the API on $(HOST):$(PORT)
+#   make serve   venv + install + models, then the API on $(HOST):$(PORT) at once; the demo index
+#                builds in the background (answers use what is indexed so far; /healthz shows progress)
 #   make test    venv + install + models, then the whole test suite
 # Every step skips what is already done.
 
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 models: install
-	@echo "==> [2/3] models (the policy is dequantized once into the cache)"
+	@echo "==> [2/3] models (the policy is dequantized and exported for the CPU backend once, into the cache)"
 	@$(VENV)/bin/thinkgate prepare
 
 # The Python documentation's reST sources (Debian python3.11-doc); without it the demo falls
@@ -47,8 +48,8 @@ demo-index: models docs
 	@echo "==> [3/3] demo index"
 	@$(VENV)/bin/thinkgate prepare --demo
 
-serve: demo-index
-	$(VENV)/bin/thinkgate serve --host $(HOST) --port $(PORT)
+serve: models docs
+	$(VENV)/bin/thinkgate serve --demo --host $(HOST) --port $(PORT)
 
 test: models
 	$(PY) -m pytest -q -ra

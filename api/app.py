@@ -36,19 +36,21 @@ def _result(res, status_code: int = 200):
     return JSONResponse(res.model_dump(exclude_none=False), status_code=status_code)
 
 
-def create_app(settings: Settings | None = None, *, policy=None, retriever=None, agent_config=None) -> FastAPI:
-    """Build the app. Components given here are used as they are; missing ones load at start-up."""
+def create_app(settings: Settings | None = None, *, policy=None, retriever=None, agent_config=None,
+               indexing=None) -> FastAPI:
+    """Build the app. Components given here are used as they are; missing ones load at start-up.
+
+    `indexing`: a `retrieval.background.BackgroundIngest` to start and report (else one over the
+    demo corpus when ``settings.demo_index``)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-        nonlocal policy, retriever
+        nonlocal policy, retriever, indexing
         if policy is None:
-            from policy.models import load_policy
-
-            from policy.models import default_backend
+            from policy.models import default_backend, load_policy
 
             backend = default_backend() if settings.backend == "auto" else settings.backend
             kw = {"device": settings.device, "cache_slots": settings.cache_slots} if backend == "transformers" else {}
@@ -60,6 +62,17 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
             from retrieval.retriever import Retriever
 
             retriever = Retriever(settings.resolved_index_dir, settings.embedder)
+        if indexing is not None:
+            indexing.start()
+        elif settings.demo_index and retriever is not None:  # answer at once; the demo index fills in behind
+            from retrieval.background import BackgroundIngest
+            from retrieval.demo import demo_corpus
+
+            indexing = BackgroundIngest(retriever, [demo_corpus(settings.cache_dir)]).start()
+        app.state.indexing = indexing
+
+        def index_status() -> dict | None:
+            return indexing.status().to_dict() if indexing is not None and indexing.partial else None
         from policy.models import resolve_policy
 
         cfg = agent_config
@@ -74,11 +87,12 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         async with AsyncSqliteSaver.from_conn_string(str(settings.resolved_threads_db)) as saver:
             agent = Agent(policy, retriever, cfg, checkpointer=saver)
             app.state.chat = OpenAIServingChat(agent, settings.served_model_name or policy.name,
-                                               settings.reasoning_effort, settings.max_input_chars)
+                                               settings.reasoning_effort, settings.max_input_chars, index_status)
             app.state.docs = DocumentServing(retriever)
             app.state.policy, app.state.retriever = policy, retriever
-            log.info("thinkgate ready: model=%s chunks=%s tau_think=%s", policy.name,
-                     len(retriever) if retriever is not None else 0, cfg.tau_think)
+            log.info("thinkgate ready: model=%s backend=%s weights=%s chunks=%s%s tau_think=%s", policy.name,
+                     policy.backend, policy.weights, len(retriever) if retriever is not None else 0,
+                     " (demo index building in the background)" if indexing is not None else "", cfg.tau_think)
             yield
             await policy.close()
 
@@ -143,7 +157,11 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         except Exception as exc:
             return JSONResponse({"status": "error", "error": str(exc)}, status_code=503)
         r = request.app.state.retriever
-        return {"status": "ok", "policy": ph, "chunks": len(r) if r is not None else 0}
+        body = {"status": "ok", "policy": ph, "chunks": len(r) if r is not None else 0}
+        indexing = getattr(request.app.state, "indexing", None)
+        if indexing is not None:
+            body["index"] = indexing.status().to_dict()
+        return body
 
     @app.get("/metrics")
     async def prometheus():

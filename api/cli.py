@@ -53,6 +53,8 @@ def serve(model: Optional[str] = typer.Option(None, help="registered name, check
           host: Optional[str] = typer.Option(None, envvar="HOST", help="bind address [default: 127.0.0.1]"),
           port: Optional[int] = typer.Option(None, envvar="PORT", help="port [default: 8000]"),
           device: Optional[str] = typer.Option(None, help="torch device for the policy"),
+          demo: bool = typer.Option(False, "--demo", help="build (or resume) the demo index in the background "
+                                                          "while answering"),
           log_level: str = typer.Option("info", help="uvicorn log level")):
     """Start the OpenAI-compatible API."""
     import logging
@@ -63,6 +65,8 @@ def serve(model: Optional[str] = typer.Option(None, help="registered name, check
     from policy.models import ModelNotFoundError, resolve_policy
 
     s = _settings(model=model, index_dir=index, host=host, port=port, device=device)
+    if demo:
+        s.demo_index = True
     try:
         resolve_policy(s.model, s.cache_dir)  # fail fast, before the server binds
     except ModelNotFoundError as exc:

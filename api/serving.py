@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from agent.runner import Agent, Turn
 from api import metrics
@@ -46,13 +46,24 @@ class OpenAIServingChat:
         model_name: the one served model name.
         default_effort: reasoning_effort when a request names none.
         max_input_chars: longest message content accepted.
+        index_status: returns the background index build's status dict while it is partial
+            (added to each answer's metadata as ``index``), else None.
     """
 
-    def __init__(self, agent: Agent, model_name: str, default_effort: str = "auto", max_input_chars: int = 32_000):
+    def __init__(self, agent: Agent, model_name: str, default_effort: str = "auto", max_input_chars: int = 32_000,
+                 index_status: Callable[[], dict | None] | None = None):
         self.agent = agent
         self.model_name = model_name
         self.default_effort = default_effort
         self.max_input_chars = max_input_chars
+        self.index_status = index_status or (lambda: None)
+
+    def _metadata(self, turn: Turn) -> dict:
+        meta = {"thread_id": turn.thread_id, "latency_s": round(turn.seconds, 3), **turn.metadata}
+        status = self.index_status()
+        if status is not None:
+            meta["index"] = status
+        return meta
 
     def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=self.model_name)])
@@ -106,7 +117,7 @@ class OpenAIServingChat:
                                                     reasoning=turn.reasoning or None),
                             finish_reason=turn.finish_reason)],
             usage=_usage(turn),
-            thinkgate={"thread_id": turn.thread_id, "latency_s": round(turn.seconds, 3), **turn.metadata},
+            thinkgate=self._metadata(turn),
         )
 
     async def _stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
@@ -127,7 +138,7 @@ class OpenAIServingChat:
                 elif kind == "done":
                     turn: Turn = value
                     metrics.observe_turn(turn)
-                    meta = {"thread_id": turn.thread_id, "latency_s": round(turn.seconds, 3), **turn.metadata}
+                    meta = self._metadata(turn)
                     yield chunk(DeltaMessage(), finish=turn.finish_reason, thinkgate=meta)
                     if req.stream_options and req.stream_options.include_usage:
                         c = ChatCompletionChunk(id=cid, created=created, model=self.model_name, choices=[],

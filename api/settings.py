@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=cache_dir, description="models, index and threads live here")
     index_dir: Path | None = Field(None, description="FAISS + SQLite index dir (default: <cache_dir>/index)")
     threads_db: Path | None = Field(None, description="SQLite checkpointer file (default: <cache_dir>/threads.sqlite)")
+    demo_index: bool = Field(False, description="index the demo corpus in the background at start-up while "
+                                                "answering (resumes a partial build; skips unchanged files)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     backend: str = Field("auto", pattern="^(auto|onnx|transformers|vllm|remote)$",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,19 @@ from retrieval.index import ChunkIndex, Passage
 from retrieval.loaders import Section, is_supported, load_file, parse_html, parse_markdown, parse_rst
 
 MAX_K = 100
+
+
+@dataclass
+class IngestProgress:
+    """Where a running ingest stands: files done of total, bytes done of total, chunks added,
+    seconds so far (given to `Retriever.ingest`'s `on_progress` after every file)."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    chunks_added: int
+    seconds: float
 
 
 @dataclass
@@ -118,8 +131,14 @@ class Retriever:
         """Remove `source`; returns chunks removed (0 when unknown)."""
         return self.index.delete_source(source)
 
-    def ingest(self, paths: Iterable[str | Path], progress: bool = True) -> IngestReport:
+    def ingest(self, paths: Iterable[str | Path], progress: bool = True,
+               on_progress: Callable[[IngestProgress], None] | None = None) -> IngestReport:
         """Index files and folders; see the module docstring.
+
+        Args:
+            progress: show a tqdm bar.
+            on_progress: called after every file (on the ingesting thread); chunks already
+                flushed are searchable from then on.
 
         Raises:
             FileNotFoundError: a path does not exist (nothing is indexed then).
@@ -129,10 +148,16 @@ class Retriever:
         t0 = time.perf_counter()
         files = list(iter_files(paths))
         report = IngestReport(files_seen=len(files))
+        sizes = [f.stat().st_size for f in files]
+        total_bytes, done_bytes = sum(sizes), 0
         pending: list[tuple[str, str, list[Chunk]]] = []
         n_pending = 0
         bar = tqdm(files, desc="ingest", unit="file", disable=not progress)
-        for f in bar:
+        for n, f in enumerate(bar):
+            if on_progress is not None and n:
+                done_bytes += sizes[n - 1]
+                on_progress(IngestProgress(n, len(files), done_bytes, total_bytes, report.chunks_added,
+                                           time.perf_counter() - t0))
             try:
                 raw = f.read_bytes()
                 sha = hashlib.sha256(raw).hexdigest()
@@ -156,6 +181,9 @@ class Retriever:
         if report.files_indexed:
             self.index.save()
         report.seconds = time.perf_counter() - t0
+        if on_progress is not None:
+            on_progress(IngestProgress(len(files), len(files), total_bytes, total_bytes, report.chunks_added,
+                                       report.seconds))
         return report
 
     def _flush(self, pending: list[tuple[str, str, list[Chunk]]]) -> int:
