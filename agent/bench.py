@@ -4,11 +4,13 @@
 question and the median ratios. Targets (DESIGN.md): fast path ≤ 1.15×, thinking ≤ 1.3×.
 
 Method: before each agent run the policy's prefix cache is emptied, so the agent pays the
-prompt's prefill like the baseline does. The baseline is transformers' ``model.generate``
-(greedy, KV cache on) from the same prompt the agent built (system + passages + question),
+prompt's prefill like the baseline does. The baseline is the backend's own plain generate
+(transformers' ``model.generate``, or onnxruntime-genai's ``generate_next_token`` loop; greedy,
+KV cache on, no entropy) from the same prompt the agent built (system + passages + question),
 forced to produce exactly as many tokens as the agent generated in total (draft, steps,
-probes, answer); the agent's extra work (retrieval, ``<information>`` prefill, graph
-overhead, probes' rollbacks) is what the ratio measures.
+probes, answer); the agent's extra work (entropy, retrieval, ``<information>`` prefill, graph
+overhead, probes' rollbacks) is what the ratio measures. ``--backend`` picks the engine
+(default: the serving default, onnx int8 on a CPU-only machine).
 """
 from __future__ import annotations
 
@@ -26,7 +28,19 @@ HARD = ["What is 37 times 49 minus 18?", "What is 4831 * 2917?",
 
 
 def plain_generate(policy, prompt_ids: list[int], n: int) -> float:
-    """Seconds for transformers' generate to produce exactly `n` tokens after `prompt_ids`."""
+    """Seconds for the backend's own generate to produce exactly `n` tokens after `prompt_ids`."""
+    if policy.backend == "onnx":
+        import numpy as np
+
+        og = policy._og
+        params = og.GeneratorParams(policy.model)
+        params.set_search_options(max_length=len(prompt_ids) + n, min_length=len(prompt_ids) + n, do_sample=False)
+        gen = og.Generator(policy.model, params)
+        t0 = time.perf_counter()
+        gen.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
+        for _ in range(n):
+            gen.generate_next_token()
+        return time.perf_counter() - t0
     import torch
 
     x = torch.tensor([prompt_ids], device=policy.device)
@@ -43,10 +57,13 @@ async def run(args) -> dict:
     from policy.models import load_policy, resolve_policy
     from retrieval.retriever import Retriever
 
-    policy = load_policy(args.model)
+    policy = load_policy(args.model, backend=args.backend, precision=args.precision)
+    print(f"backend {policy.backend}, weights {policy.weights}")
     retriever = Retriever(args.index) if args.index else None
     agent = Agent(policy, retriever, AgentConfig.for_model(resolve_policy(args.model)))
     rows = {"fast": [], "think": []}
+    warm = await agent.run([{"role": "user", "content": EASY[0]}], effort="none", max_tokens=8)  # first-call setup
+    plain_generate(policy, warm.transcript[:warm.metadata["tokens"]["prompt"]], 8)
     for path, questions, effort in (("fast", EASY, "none"), ("think", HARD, "high")):
         for q in questions:
             for _ in range(args.repeats):
@@ -76,6 +93,8 @@ def main() -> None:
     ap.add_argument("--index", default=None, help="index dir (default: none, no retrieval)")
     ap.add_argument("--model", default=None, help="policy model (default: smollm2-135m-instruct)")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--backend", default="auto", help="auto (default), onnx or transformers")
+    ap.add_argument("--precision", default="int8", help="onnx weights: int8, int4 or fp32")
     ap.add_argument("--max-tokens", type=int, default=64, help="answer token budget")
     asyncio.run(run(ap.parse_args()))
 

@@ -123,15 +123,18 @@ def information_gains(lm, tok, items, records) -> dict:
             "positive_rate": sum(g > 0 for g in gains) / n}
 
 
-async def agent_check(model_path: str, items, records, tau: float, retriever, k: int, max_tokens: int) -> dict:
+async def agent_check(model_path: str, items, records, tau: float, retriever, k: int, max_tokens: int,
+                      backend: str = "transformers") -> dict:
     """Run the real agent (gated, τ) on `k` evenly spaced items (both buckets); agreement with the
-    derived gated rows (decision and score)."""
+    derived gated rows (decision and score). On ``backend="transformers"`` (fp32, the engine of
+    the forced passes) this checks the harness; on ``"onnx"`` (int8, what is served on a CPU) it
+    measures how far quantization moves the served agent from the evaluated one."""
     from agent.config import AgentConfig
     from agent.runner import Agent
     from policy.models import load_policy
     from tasks import family
 
-    policy = load_policy(model_path)
+    policy = load_policy(model_path, backend=backend)
     cfg = AgentConfig.for_model(model_path, tau_think=tau)
     derived = decide(records, "gated", tau)
     same_decision = same_score = 0
@@ -145,7 +148,8 @@ async def agent_check(model_path: str, items, records, tau: float, retriever, k:
         same_score += score == d["score"]
     await policy.close()
     n = len(pairs)
-    return {"n": n, "decision_agreement": same_decision / n, "score_agreement": same_score / n}
+    return {"n": n, "backend": policy.backend, "weights": policy.weights,
+            "decision_agreement": same_decision / n, "score_agreement": same_score / n}
 
 
 def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) -> dict:
@@ -208,6 +212,11 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
         if args.agent_check and not name.startswith("ntr"):  # NTR prompts are not the agent's
             res["sets"][name]["agent_check"] = asyncio.run(
                 agent_check(path, items, recs, tau, retriever, args.agent_check, args.max_tokens))
+            from policy.models import default_backend
+
+            if default_backend() == "onnx":  # the served engine too
+                res["sets"][name]["agent_check_served"] = asyncio.run(agent_check(
+                    path, items, recs, tau, retriever, args.agent_check, args.max_tokens, backend="onnx"))
     return res
 
 

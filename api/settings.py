@@ -31,7 +31,7 @@ class Settings(BaseSettings):
                          description="policy backend: auto (onnx on a CPU-only machine, else transformers), onnx "
                                      "(onnxruntime-genai, CPU, quantized), transformers (CPU/GPU, fp32 reference), "
                                      "vllm (in-process GPU) or remote")
-    precision: str = Field("int4", pattern="^(int4|int8|fp32)$",
+    precision: str = Field("int8", pattern="^(int4|int8|fp32)$",
                            description="weights of the onnx backend's export (made once, cached)")
     remote_url: str | None = Field(None, description="OpenAI-compatible completions server for backend=remote")
     device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")

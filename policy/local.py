@@ -11,6 +11,8 @@ Contract (`LocalPolicy`, subclassed by `TransformersPolicy` and `OnnxPolicy`):
   entropy and varentropy (nats) of those logits, `_pick` → greedy when temperature is 0,
   else temperature + top-p sampling with an optional seed.
 - Stop strings end generation after the token that completes them (`policy.base`).
+- Streaming: the first token is handed over at once, then tokens are coalesced into one delta
+  per `emit_interval_s` (20 ms), so the event loop is woken ~3× less often than once per token.
 A subclass provides `_new_state()`, `_rollback(slot, keep)`, `_forward(slot, ids)`,
 `_entropy(logits)`, `_rng(seed)` and `_pick(logits, params, rng)`.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -58,6 +61,9 @@ class LocalPolicy(HFTokenizerMixin, Policy):
 
     entropy_method = "exact"
     backend = "local"
+    #: Deltas are handed to the event loop at most this often (seconds; the first token and the
+    #: last at once): one cross-thread wake-up per token costs ~5 % of decode on 2 cores.
+    emit_interval_s: float = 0.02
 
     def _init_slots(self, cache_slots: int) -> None:
         self._slots = [Slot() for _ in range(max(1, cache_slots))]
@@ -66,8 +72,9 @@ class LocalPolicy(HFTokenizerMixin, Policy):
         self.stats = {"generations": 0, "prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0}
 
     # ------------------------------------------------------------------ backend hooks
-    def _new_state(self):
-        """A fresh, empty backend state (KV cache) for a slot."""
+    def _new_state(self, old=None):
+        """An empty backend state (KV cache) for a slot; `old` is the slot's previous state (None
+        if it has none), which a backend may clear and reuse instead of allocating anew."""
         raise NotImplementedError
 
     def _rollback(self, slot: Slot, keep: int) -> None:
@@ -146,7 +153,7 @@ class LocalPolicy(HFTokenizerMixin, Policy):
             slot, shared = self._acquire_slot(ids)
             keep = min(shared, len(ids) - 1)  # the last prompt token is always fed to get logits
             if slot.state is None or keep == 0:
-                slot.state, slot.ids, keep = self._new_state(), [], 0
+                slot.state, slot.ids, keep = self._new_state(slot.state), [], 0
             elif len(slot.ids) > keep:
                 self._rollback(slot, keep)
                 slot.ids = slot.ids[:keep]
@@ -156,6 +163,8 @@ class LocalPolicy(HFTokenizerMixin, Policy):
                 rng = self._rng(params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little"))
             stop_ids = set(self.eos_token_ids) | set(params.stop_token_ids)
             feed = ids[keep:]
+            pend: GenerationDelta | None = None  # tokens not yet handed to the event loop
+            last_emit = float("-inf")  # the first token goes out at once
             out: list[int] = []
             text_sent = ""
             finish, reason = "length", None
@@ -185,11 +194,19 @@ class LocalPolicy(HFTokenizerMixin, Policy):
                     else:
                         text_sent = text
                     last = done or step == params.max_tokens - 1
-                    emit(GenerationDelta(
-                        text=new, token_ids=[tok], entropies=[float(ent)], varentropies=[float(vent)],
-                        finish_reason=(finish if last else None), stop_reason=(reason if last else None),
-                        prompt_tokens=len(ids), cached_tokens=cached,
-                    ))
+                    if pend is None:
+                        pend = GenerationDelta(text=new, token_ids=[tok], entropies=[float(ent)],
+                                               varentropies=[float(vent)], prompt_tokens=len(ids), cached_tokens=cached)
+                    else:
+                        pend.text += new
+                        pend.token_ids.append(tok)
+                        pend.entropies.append(float(ent))
+                        pend.varentropies.append(float(vent))
+                    now = time.monotonic()
+                    if last or now - last_emit >= self.emit_interval_s:
+                        pend.finish_reason, pend.stop_reason = (finish, reason) if last else (None, None)
+                        emit(pend)
+                        pend, last_emit = None, now
                     if done:
                         break
             except BaseException:
@@ -201,7 +218,9 @@ class LocalPolicy(HFTokenizerMixin, Policy):
             self.stats["generated_tokens"] += len(out)
 
     def reset_cache(self) -> None:
-        """Drop every cached prefix (benchmarks use this to time a cold prompt)."""
+        """Forget every cached prefix (benchmarks use this to time a cold prompt); a backend that
+        reuses its states (`_new_state(old)`) keeps the allocation, not the tokens."""
         with self._lock:
             for s in self._slots:
-                s.state, s.ids, s.used = None, [], 0
+                s.state = self._new_state(s.state) if s.state is not None else None
+                s.ids, s.used = [], 0

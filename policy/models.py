@@ -154,7 +154,7 @@ BACKENDS = ("auto", "onnx", "transformers", "vllm", "remote")
 
 
 def load_policy(name: str | None = None, root: Path | None = None, *, backend: str = "auto",
-                remote_url: str | None = None, precision: str = "int4", **kwargs):
+                remote_url: str | None = None, precision: str = "int8", **kwargs):
     """Build the `Policy` for `name` (see `resolve_policy`; `root` is the cache root).
 
     Args:
@@ -162,7 +162,7 @@ def load_policy(name: str | None = None, root: Path | None = None, *, backend: s
             checkpoint exported once at `precision`), "transformers" (CPU or GPU; the reference),
             "vllm" (in-process, GPU) or "remote" (an OpenAI-compatible completions server at
             `remote_url`, serving `name`).
-        precision: weights of the onnx export: "int4", "int8" or "fp32".
+        precision: weights of the onnx export: "int8" (default), "int4" or "fp32".
         kwargs: passed to the backend (`served_name` names the model in the API; `cache_slots`,
             `device`, `threads` where the backend takes them).
 

@@ -5,7 +5,13 @@ Contract:
   dequantized SmolLM2 or anything `training` writes) with onnxruntime-genai's model builder,
   offline, once: the result is cached under ``<cache_dir>/onnx/<name>-<key>-<precision>``,
   keyed by the checkpoint's path, size and mtime, and written atomically under a file lock.
-  Precisions: ``int4`` (default: MatMulNBits, block 32), ``int8``, ``fp32`` (the reference).
+  Precisions: ``int8`` (the default), ``int4`` (MatMulNBits, block 32) and ``fp32`` (the
+  reference). Measured with `policy.bench` on 2 cores (663-token prompt, 64 tokens, medians of 5):
+  decode with exact entropy int8 6.4×, int4 7.9×, fp32 3.9× transformers fp32; entropy costs
+  1–2.5 % of decode; mean |ΔH| against transformers fp32 over the shared greedy prefix int8
+  0.02 nats (31/64 tokens identical), int4 0.16 (differs from the first token), fp32 0.0000
+  (64/64). int8 is the default: ≥ 4× with 8× less entropy shift than int4, so thresholds
+  calibrated on fp32 transfer best.
 - `OnnxPolicy` is a `policy.local.LocalPolicy`: the slot state is an onnxruntime-genai
   ``Generator`` (its KV cache), rolled back with ``rewind_to``; each step feeds tokens with
   ``append_tokens`` and reads the full next-token logits with ``get_logits``, so the entropy
@@ -55,7 +61,7 @@ def export_key(checkpoint: str | Path) -> str:
     return h.hexdigest()[:10]
 
 
-def export_onnx(checkpoint: str | Path, precision: str = "int4", root: Path | None = None, log=print) -> Path:
+def export_onnx(checkpoint: str | Path, precision: str = "int8", root: Path | None = None, log=print) -> Path:
     """The onnxruntime-genai export of `checkpoint` at `precision` (built once, then cached).
 
     Args:
@@ -105,21 +111,22 @@ def export_onnx(checkpoint: str | Path, precision: str = "int4", root: Path | No
 
 
 def numpy_entropy(logits: np.ndarray) -> tuple[float, float]:
-    """Exact entropy H = −Σ p log p (nats) and varentropy Σ p (log p + H)² (nats²) of softmax(logits).
+    """Exact entropy H (nats) and varentropy V (nats²) of softmax(logits), logits shape [vocab].
 
-    Element-wise numpy on one [vocab] vector (no BLAS call, so no threads fight the model's).
+    With z = logits − max, Z = Σ e^z and p = e^z / Z: −log p = log Z − z, so
+    H = E_p[−log p] = log Z − E_p[z] and V = Var_p(−log p) = E_p[z²] − E_p[z]² (the varentropy of
+    entropix). Two dot products over one exp pass in float32 (0.04 ms for 49,152 logits on one
+    core, against 0.8 ms for the textbook float64 −Σ p log p).
 
     >>> round(numpy_entropy(np.zeros(4, dtype=np.float32))[0], 4)  # uniform over 4: log 4
     1.3863
     """
-    z = logits.astype(np.float64, copy=False) - float(logits.max())
+    z = logits.astype(np.float32, copy=False) - np.float32(logits.max())
     e = np.exp(z)
-    s = float(e.sum())
-    logp = z - np.log(s)
-    p = e / s
-    ent = float(-(p * logp).sum())
-    vent = float((p * (logp + ent) ** 2).sum())
-    return ent, vent
+    s = float(e.sum(dtype=np.float64))
+    m1 = float(np.dot(e, z)) / s
+    m2 = float(np.dot(e, z * z)) / s
+    return float(np.log(s) - m1), max(m2 - m1 * m1, 0.0)
 
 
 class OnnxPolicy(LocalPolicy):
@@ -171,7 +178,10 @@ class OnnxPolicy(LocalPolicy):
         self._init_slots(cache_slots)
 
     # ---------------------------------------------------------------- LocalPolicy hooks
-    def _new_state(self):
+    def _new_state(self, old=None):
+        if old is not None:  # a Generator preallocates its KV buffer (max_context long): clear and reuse it
+            old.rewind_to(0)
+            return old
         params = self._og.GeneratorParams(self.model)
         params.set_search_options(max_length=self.max_context)
         return self._og.Generator(self.model, params)

@@ -61,7 +61,7 @@ class TransformersPolicy(LocalPolicy):
         if self.threads:
             torch.set_num_threads(self.threads)
 
-    def _new_state(self):
+    def _new_state(self, old=None):
         from transformers import DynamicCache
 
         return DynamicCache(config=self.model.config)

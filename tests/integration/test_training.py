@@ -31,7 +31,6 @@ async def test_warm_up_then_adaptive_grpo_then_served(tmp_path):
     from agent.config import AgentConfig
     from agent.runner import Agent
     from api.cli import app
-    from policy.transformers_backend import TransformersPolicy
     from training.grpo import main as grpo_main
     from typer.testing import CliRunner
 
@@ -50,7 +49,13 @@ async def test_warm_up_then_adaptive_grpo_then_served(tmp_path):
     # forced 50/50 rollouts: half open with the think token (only those can read "<think>")
     assert all(0.0 < r["thinkgate/think_rate"] <= 0.5 for r in train)
     assert (rl / "thinkgate.json").exists()
-    policy = TransformersPolicy(str(rl), device="cpu")
+    # served on the default CPU backend: the trained checkpoint is exported once (int8 onnx) and answers
+    from policy.models import default_backend, load_policy
+
+    policy = load_policy(str(rl), tmp_path / "cache")
+    assert policy.backend == default_backend()
     turn = await Agent(policy, None, AgentConfig.for_model(rl)).run([{"role": "user", "content": "What is 3 + 4?"}],
                                                                      max_tokens=24)
     assert turn.metadata["decision"] in ("answer", "think") and turn.finish_reason in ("stop", "length")
+    if policy.backend == "onnx":
+        assert list((tmp_path / "cache" / "onnx").glob("rl-*-int8/genai_config.json"))
