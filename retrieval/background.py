@@ -82,7 +82,7 @@ class BackgroundIngest:
     def _progress(self, p: IngestProgress) -> None:
         rate = p.chunks_added / p.seconds if p.seconds > 0 else 0.0
         eta = None
-        if p.bytes_done > 0 and p.seconds > 0:
+        if p.bytes_done > 0 and p.seconds > 0 and p.files_done < p.files_total:
             eta = p.seconds * (p.bytes_total - p.bytes_done) / p.bytes_done
         self._status = IndexStatus("building", p.files_done, p.files_total, self._start_chunks + p.chunks_added,
                                    round(rate, 1), round(p.seconds, 1), None if eta is None else round(eta, 1))

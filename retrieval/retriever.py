@@ -3,7 +3,8 @@
 Contract:
 - `Retriever.ingest(paths)` walks files and folders, skips unsupported files and files whose
   sha256 is unchanged, chunks and embeds the rest in batches across files (so the embedder
-  runs at full batch size), and commits each batch in one transaction.
+  runs at full batch size), and commits each batch in one transaction. Reading and chunking
+  run one step ahead on a prefetch thread, overlapping the embedder.
 - `Retriever.add_text(source, text)` indexes one document given as a string (the API's
   POST /v1/documents); a repeated source replaces the earlier one.
 - `Retriever.search(query, k)` → `Passage`s, best first. `asearch` runs it off the event loop.
@@ -12,6 +13,9 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import copy
+import queue
+import threading
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -69,6 +73,38 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
                     yield f.resolve()
 
 
+def _prefetch(fn: Callable, items: list, depth: int = 16) -> Iterator:
+    """``fn(item)`` for each item, in order, computed `depth` items ahead on a worker thread: file
+    reading and chunking (Python, tokenizer) overlap the embedder's forward passes (torch releases
+    the GIL inside them). The worker stops when the consumer stops early."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for it in items:
+                r = fn(it)
+                while not stop.is_set():
+                    try:
+                        q.put(r, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        finally:
+            q.put(done) if not stop.is_set() else None
+
+    t = threading.Thread(target=work, name="ingest-prefetch", daemon=True)
+    t.start()
+    try:
+        while (r := q.get()) is not done:
+            yield r
+    finally:
+        stop.set()
+
+
 class Retriever:
     """Args:
         index_dir: the index folder.
@@ -80,7 +116,9 @@ class Retriever:
     def __init__(self, index_dir: str | Path, embedder: Embedder | str | None = None, *,
                  overlap: int = 32, batch_chunks: int = 256):
         self.embedder = Embedder(embedder) if embedder is None or isinstance(embedder, str) else embedder
-        self.chunker = Chunker(self.embedder.tokenizer, self.embedder.max_tokens, overlap)
+        # the chunker gets its own copy of the tokenizer: it runs on the prefetch thread while the
+        # embedder tokenizes batches (a shared fast tokenizer raises "Already borrowed")
+        self.chunker = Chunker(copy.deepcopy(self.embedder.tokenizer), self.embedder.max_tokens, overlap)
         self.index = ChunkIndex(index_dir, self.embedder.dim, self.embedder.name)
         self.batch_chunks = batch_chunks
 
@@ -137,8 +175,8 @@ class Retriever:
 
         Args:
             progress: show a tqdm bar.
-            on_progress: called after every file (on the ingesting thread); chunks already
-                flushed are searchable from then on.
+            on_progress: called before every file and at the end (on the ingesting thread);
+                chunks already flushed are searchable from then on.
 
         Raises:
             FileNotFoundError: a path does not exist (nothing is indexed then).
@@ -152,21 +190,18 @@ class Retriever:
         total_bytes, done_bytes = sum(sizes), 0
         pending: list[tuple[str, str, list[Chunk]]] = []
         n_pending = 0
-        bar = tqdm(files, desc="ingest", unit="file", disable=not progress)
-        for n, f in enumerate(bar):
-            if on_progress is not None and n:
-                done_bytes += sizes[n - 1]
+        bar = tqdm(total=len(files), desc="ingest", unit="file", disable=not progress)
+        for n, (f, sha, chunks, err) in enumerate(_prefetch(self._prepare, files)):
+            if on_progress is not None:
+                done_bytes += sizes[n - 1] if n else 0
                 on_progress(IngestProgress(n, len(files), done_bytes, total_bytes, report.chunks_added,
                                            time.perf_counter() - t0))
-            try:
-                raw = f.read_bytes()
-                sha = hashlib.sha256(raw).hexdigest()
-                if self.index.file_hash(str(f)) == sha:
-                    report.files_skipped += 1
-                    continue
-                chunks = self.chunker.chunk(load_file(f))
-            except (OSError, ValueError) as exc:
-                report.files_failed.append(f"{f}: {exc}")
+            bar.update(1)
+            if err is not None:
+                report.files_failed.append(f"{f}: {err}")
+                continue
+            if chunks is None:
+                report.files_skipped += 1
                 continue
             pending.append((str(f), sha, chunks))
             n_pending += len(chunks)
@@ -185,6 +220,17 @@ class Retriever:
             on_progress(IngestProgress(len(files), len(files), total_bytes, total_bytes, report.chunks_added,
                                        report.seconds))
         return report
+
+    def _prepare(self, f: Path) -> tuple[Path, str, list[Chunk] | None, Exception | None]:
+        """(file, sha256, chunks or None when unchanged since indexed, error) of one file."""
+        try:
+            raw = f.read_bytes()
+            sha = hashlib.sha256(raw).hexdigest()
+            if self.index.file_hash(str(f)) == sha:
+                return f, sha, None, None
+            return f, sha, self.chunker.chunk(load_file(f)), None
+        except (OSError, ValueError) as exc:
+            return f, "", None, exc
 
     def _flush(self, pending: list[tuple[str, str, list[Chunk]]]) -> int:
         if not pending:
