@@ -278,7 +278,7 @@ def plot(path: Path, results: dict) -> None:
         for ci, (model, res) in enumerate(results["models"].items()):
             for mode, st in res["sets"].get(s, {}).get(b, {}).get("modes", {}).items():
                 ax.errorbar(st["total_tokens"], st["accuracy"],
-                            yerr=[[st["accuracy"] - st["ci_low"]], [st["ci_high"] - st["accuracy"]]],
+                            yerr=[[max(0.0, st["accuracy"] - st["ci_low"])], [max(0.0, st["ci_high"] - st["accuracy"])]],
                             fmt=markers.get(mode, "."), color=f"C{ci}", ms=7, capsize=2,
                             label=f"{Path(model).name} {mode}")
         ax.set_title(f"{s} / {b}")
