@@ -88,3 +88,22 @@ def test_mode_forcer_forces_the_first_token_and_keeps_no_think_rows_from_any_ang
     assert torch.isinf(first[1, angle]).all() and torch.isinf(first[1]).sum() == len(angle)
     later = f(torch.zeros((2, 5), dtype=torch.long), torch.zeros((2, len(tok))))
     assert not torch.isinf(later[0]).any() and torch.isinf(later[1, angle]).all()
+
+
+def test_thresholds_record_their_backend_and_a_mismatch_warns(tmp_path, caplog):
+    """thinkgate.json written by calibration names the engine and weights its entropies came
+    from; serving on another (quantized) one logs a warning, the same one stays silent."""
+    import json
+    import logging
+
+    from agent.config import AgentConfig, calibration_mismatch
+
+    assert calibration_mismatch(tmp_path, "onnx", "int8") is None  # nothing calibrated: agent defaults
+    (tmp_path / "thinkgate.json").write_text(json.dumps(
+        {"tau_think": 0.7, "calibrated": {"backend": "transformers", "weights": "fp32", "n": 150}}))
+    assert AgentConfig.for_model(tmp_path).tau_think == 0.7
+    assert calibration_mismatch(tmp_path, "transformers", "fp32") is None
+    with caplog.at_level(logging.WARNING, logger="thinkgate.agent"):
+        msg = calibration_mismatch(tmp_path, "onnx", "int8")
+    assert "backend=transformers weights=fp32" in msg and "backend=onnx weights=int8" in msg
+    assert any("re-run" in r.message for r in caplog.records)
