@@ -134,7 +134,7 @@ def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt):
     cfg = SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=4,
                     learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", max_length=256)
     before = AutoModelForCausalLM.from_pretrained(tiny_ckpt).state_dict()
-    run(SFTScriptArguments(items_per_bucket=3), cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
+    run(SFTScriptArguments(items_per_bucket=3, row_mean_loss=True), cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
     after = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert any(not torch.equal(before[k], v) for k, v in after.items())
     assert json.loads((out / "summary.json").read_text())["rows"] == 12 and (out / "thinkgate.json").exists()
