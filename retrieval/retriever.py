@@ -175,8 +175,9 @@ class Retriever:
 
         Args:
             progress: show a tqdm bar.
-            on_progress: called before every file and at the end (on the ingesting thread);
-                chunks already flushed are searchable from then on.
+            on_progress: called at the start, after every stored batch and at the end (on the
+                ingesting thread), counting files and bytes that are stored (hence searchable),
+                skipped or failed; so bytes done / seconds is the rate the ETA needs.
 
         Raises:
             FileNotFoundError: a path does not exist (nothing is indexed then).
@@ -187,29 +188,37 @@ class Retriever:
         files = list(iter_files(paths))
         report = IngestReport(files_seen=len(files))
         sizes = [f.stat().st_size for f in files]
-        total_bytes, done_bytes = sum(sizes), 0
+        total_bytes = sum(sizes)
+        done_files = done_bytes = pending_bytes = 0  # "done": stored (searchable), skipped or failed
         pending: list[tuple[str, str, list[Chunk]]] = []
         n_pending = 0
         bar = tqdm(total=len(files), desc="ingest", unit="file", disable=not progress)
-        for n, (f, sha, chunks, err) in enumerate(_prefetch(self._prepare, files)):
+
+        def report_progress() -> None:
             if on_progress is not None:
-                done_bytes += sizes[n - 1] if n else 0
-                on_progress(IngestProgress(n, len(files), done_bytes, total_bytes, report.chunks_added,
+                on_progress(IngestProgress(done_files, len(files), done_bytes, total_bytes, report.chunks_added,
                                            time.perf_counter() - t0))
+
+        report_progress()
+        for n, (f, sha, chunks, err) in enumerate(_prefetch(self._prepare, files)):
             bar.update(1)
-            if err is not None:
-                report.files_failed.append(f"{f}: {err}")
-                continue
-            if chunks is None:
-                report.files_skipped += 1
+            if err is not None or chunks is None:
+                if err is not None:
+                    report.files_failed.append(f"{f}: {err}")
+                else:
+                    report.files_skipped += 1
+                done_files, done_bytes = done_files + 1, done_bytes + sizes[n]
                 continue
             pending.append((str(f), sha, chunks))
             n_pending += len(chunks)
+            pending_bytes += sizes[n]
             if n_pending >= self.batch_chunks:
                 report.chunks_added += self._flush(pending)
                 report.files_indexed += len(pending)
-                pending, n_pending = [], 0
+                done_files, done_bytes = done_files + len(pending), done_bytes + pending_bytes
+                pending, n_pending, pending_bytes = [], 0, 0
                 bar.set_postfix(chunks=report.chunks_added)
+                report_progress()
         report.chunks_added += self._flush(pending)
         report.files_indexed += len(pending)
         bar.close()
