@@ -140,13 +140,20 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
     return update
 
 
+def _sampling(state: State) -> dict:
+    """The client's sampling parameters for reasoning and answer tokens (the gate's draft and the
+    probes stay greedy: their entropy is the signal)."""
+    return {"temperature": state.get("temperature", 0.0) or 0.0, "top_p": state.get("top_p", 1.0) or 1.0,
+            "seed": state.get("seed")}
+
+
 async def think_step(state: State, runtime: Runtime[Context]) -> dict:
     """One reasoning step inside <think>; may leave a pending retrieval query."""
     ctx, cfg = runtime.context, runtime.context.config
     tokens = dict(state["tokens"])
     left = cfg.max_think_tokens - tokens["reasoning"]
     params = GenerationParams(max_tokens=max(1, min(cfg.step_tokens, left)), stop=STEP_STOPS,
-                              temperature=state.get("temperature", 0.0) or 0.0, seed=state.get("seed"))
+                              **_sampling(state))
     gen = await _run(runtime, state["transcript"], params, "reasoning")
     ids = _strip_eos(runtime, gen)
     ended = len(ids) < len(gen.token_ids)
@@ -243,7 +250,7 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
         left = _answer_budget(state, cfg) - tokens["draft"]
         if left > 0:
             gen = await _run(runtime, transcript, GenerationParams(
-                max_tokens=left, temperature=state.get("temperature", 0.0) or 0.0, seed=state.get("seed")), "content")
+                max_tokens=left, **_sampling(state)), "content")
             tokens["answer"] += len(gen.token_ids)
             transcript += gen.token_ids
             text += gen.text

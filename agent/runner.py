@@ -89,7 +89,8 @@ class Agent:
         self.checkpointer = checkpointer
 
     async def _inputs(self, messages: Sequence[dict], thread_id: str | None, effort: str | None,
-                      max_tokens: int | None, temperature: float, seed: int | None) -> tuple[dict, dict, str]:
+                      max_tokens: int | None, temperature: float, seed: int | None,
+                      top_p: float = 1.0) -> tuple[dict, dict, str]:
         eff = normalize_effort(effort)
         system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         turns = [m for m in messages if m["role"] in ("user", "assistant")]
@@ -104,23 +105,24 @@ class Agent:
             turns = turns[-1:]
         lc = [HumanMessage(m["content"]) if m["role"] == "user" else AIMessage(m["content"]) for m in turns]
         inputs = {"messages": lc, "effort": eff, "max_tokens": max_tokens, "temperature": temperature,
-                  "seed": seed, "instructions": system}
+                  "top_p": top_p, "seed": seed, "instructions": system}
         return inputs, config, eff
 
     async def run(self, messages: Sequence[dict], *, thread_id: str | None = None, effort: str | None = None,
-                  max_tokens: int | None = None, temperature: float = 0.0, seed: int | None = None) -> Turn:
+                  max_tokens: int | None = None, temperature: float = 0.0, seed: int | None = None,
+                  top_p: float = 1.0) -> Turn:
         """Answer the newest user message; see the module docstring."""
         t0 = time.perf_counter()
-        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed)
+        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p)
         state = await self.graph.ainvoke(inputs, config, context=self.context)
         return self._turn(state, config, eff, t0)
 
     async def stream(self, messages: Sequence[dict], *, thread_id: str | None = None, effort: str | None = None,
                      max_tokens: int | None = None, temperature: float = 0.0,
-                     seed: int | None = None) -> AsyncIterator[tuple[str, object]]:
+                     seed: int | None = None, top_p: float = 1.0) -> AsyncIterator[tuple[str, object]]:
         """Yield ("content"|"reasoning", text) as generated, then ("done", Turn)."""
         t0 = time.perf_counter()
-        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed)
+        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p)
         state: dict = {}
         async for mode, chunk in self.graph.astream(inputs, config, context=self.context,
                                                     stream_mode=["custom", "values"]):

@@ -46,6 +46,7 @@ class State(TypedDict, total=False):
     effort: Effort               # none: never think; auto: the gate decides; high: always think
     max_tokens: int | None       # answer + reasoning budget asked by the client
     temperature: float
+    top_p: float                 # nucleus mass for sampled tokens (1.0: off)
     seed: int | None
     instructions: str            # the client's system message
     # per-turn working state

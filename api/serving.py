@@ -91,7 +91,7 @@ class OpenAIServingChat:
     def _args(self, req: ChatCompletionRequest) -> dict:
         return dict(messages=[{"role": m.role, "content": m.text} for m in req.messages], thread_id=req.thread_id,
                     effort=req.reasoning_effort or self.default_effort, max_tokens=req.token_limit,
-                    temperature=req.temperature, seed=req.seed)
+                    temperature=req.temperature, top_p=req.top_p, seed=req.seed)
 
     async def create_chat_completion(self, req: ChatCompletionRequest
                                      ) -> ChatCompletionResponse | ErrorResponse | AsyncIterator[str]:

@@ -167,3 +167,27 @@ async def test_lone_surrogates_are_a_400_not_a_500(client, messages):
     err = r.json()["error"]
     assert "invalid Unicode" in err["message"] and err["type"] == "invalid_request_error"
     assert (await client.post("/v1/chat/completions", json=chat())).status_code == 200  # still serving
+
+
+async def test_top_p_and_temperature_reach_reasoning_and_answer_tokens(tmp_path):
+    """top_p was validated and then dropped (issue 9): now the reasoning steps and the answer sample
+    with the client's temperature/top_p; the gate's draft stays greedy (its entropy is the signal)."""
+    r = Retriever(tmp_path / "idx", FakeEmbedder())
+    r.add_text("doc.md", "# Lists\n\nA list comprehension builds a list.", "md")
+    policy = MockPolicy(script)
+    app = create_app(Settings(cache_dir=tmp_path), policy=policy, retriever=r,
+                     agent_config=AgentConfig(tau_think=1.0, tau_exit=0.5))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            body = chat(messages=[{"role": "user", "content": "a hard one"}], temperature=0.7, top_p=0.9, seed=3)
+            assert (await c.post("/v1/chat/completions", json=body)).status_code == 200
+            easy = chat(temperature=0.7, top_p=0.9)  # its draft does not end: the answer continues it
+            policy.script = lambda p, k: ("The answer", 0.2, False) if k == "draft" else ("Done.", 0.1, True)
+            assert (await c.post("/v1/chat/completions", json=easy)).status_code == 200
+    first = {}
+    for kind, _, p in policy.calls:
+        first.setdefault(kind, p)
+    assert first["draft"].temperature == 0.0 and first["draft"].top_p == 1.0  # the gate's draft: greedy
+    assert first["step"].temperature == 0.7 and first["step"].top_p == 0.9 and first["step"].seed == 3
+    answer = [p for kind, _, p in policy.calls if kind == "draft" and p.temperature > 0]
+    assert answer and all(p.top_p == 0.9 for p in answer)
