@@ -158,3 +158,28 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden_size: int = 32):
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()
+
+
+async def check_prefix_cache_rollback(p, entropy_approx) -> None:
+    """The `policy.local.LocalPolicy` cache contract on backend `p`: a continued transcript is served
+    from the cache, a probe on a branch is rolled back, and warm, rolled-back and cold runs agree
+    (token ids exactly, entropies within `entropy_approx`, e.g. ``dict(rel=1e-4)``)."""
+    import pytest
+
+    ids = p.chat_prompt([{"role": "user", "content": "the answer is"}])
+    p.reset_cache()
+    first = await p.generate(ids, GenerationParams(max_tokens=8))
+    assert first.cached_tokens == 0
+    # continue the transcript: everything before is served from the cache
+    cont = ids + first.token_ids
+    warm = await p.generate(cont, GenerationParams(max_tokens=6))
+    assert warm.cached_tokens == len(cont) - 1
+    # a probe on a branch, then back to the trunk: the cache is rolled back, results unchanged
+    await p.generate(cont + p.tokenize(" </think>"), GenerationParams(max_tokens=4))
+    again = await p.generate(cont, GenerationParams(max_tokens=6))
+    assert again.cached_tokens >= len(cont) - 1
+    p.reset_cache()
+    cold = await p.generate(cont, GenerationParams(max_tokens=6))
+    assert cold.cached_tokens == 0
+    assert again.token_ids == cold.token_ids == warm.token_ids
+    assert again.entropies == pytest.approx(cold.entropies, **entropy_approx)

@@ -6,6 +6,7 @@ import pytest
 pytest.importorskip("onnxruntime_genai")
 
 from policy.base import GenerationParams, PromptTooLongError  # noqa: E402
+from tests.helpers import check_prefix_cache_rollback  # noqa: E402
 
 ENTROPY_TOL = 1e-4  # nats, fp32 export vs transformers fp32 (measured: ~1e-6 on the tiny model)
 
@@ -43,22 +44,7 @@ async def test_fp32_export_gives_the_reference_tokens_and_entropies(tiny_pair):
 
 
 async def test_prefix_cache_and_rewind_give_cold_results(tiny_pair):
-    p = tiny_pair[0]
-    ids = p.chat_prompt([{"role": "user", "content": "the answer is"}])
-    p.reset_cache()
-    first = await p.generate(ids, GenerationParams(max_tokens=8))
-    assert first.cached_tokens == 0
-    cont = ids + first.token_ids
-    warm = await p.generate(cont, GenerationParams(max_tokens=6))
-    assert warm.cached_tokens == len(cont) - 1
-    await p.generate(cont + p.tokenize(" </think>"), GenerationParams(max_tokens=4))  # a probe on a branch
-    again = await p.generate(cont, GenerationParams(max_tokens=6))  # back on the trunk: rewound
-    assert again.cached_tokens >= len(cont) - 1
-    p.reset_cache()
-    cold = await p.generate(cont, GenerationParams(max_tokens=6))
-    assert cold.cached_tokens == 0
-    assert again.token_ids == cold.token_ids == warm.token_ids
-    assert again.entropies == pytest.approx(cold.entropies, abs=1e-5)
+    await check_prefix_cache_rollback(tiny_pair[0], dict(abs=1e-5))  # rolled back with rewind_to
 
 
 async def test_sampling_is_seeded_and_limits_are_checked(tiny_pair):
@@ -75,21 +61,16 @@ async def test_sampling_is_seeded_and_limits_are_checked(tiny_pair):
 
 
 def test_export_is_cached_and_keyed_by_the_weights(tiny_pair, tmp_path):
-    from policy.onnx_backend import export_onnx
+    from policy.onnx_backend import export_key, export_onnx
 
     _, _, ckpt, root = tiny_pair
     calls = []
     again = export_onnx(ckpt, "fp32", root, log=calls.append)
     assert calls == [] and (again / "genai_config.json").is_file()  # second call: no export
-    (ckpt / "model.safetensors").touch()  # weights changed (e.g. a new training step): a new export
-    assert export_onnx.__module__ and export_key_differs(ckpt, again)
+    (ckpt / "model.safetensors").touch()  # weights changed (e.g. a new training step): a new export key
+    assert export_key(ckpt) not in again.name
     with pytest.raises(ValueError, match="precision must be one of"):
         export_onnx(ckpt, "int3", root)
     with pytest.raises(ValueError, match="not a checkpoint dir"):
         export_onnx(tmp_path, "int4", root)
 
-
-def export_key_differs(ckpt, old_dir) -> bool:
-    from policy.onnx_backend import export_key
-
-    return export_key(ckpt) not in old_dir.name

@@ -5,6 +5,7 @@ import torch
 
 from policy.base import GenerationParams, PromptTooLongError
 from policy.entropy import logits_entropy
+from tests.helpers import check_prefix_cache_rollback
 
 
 async def test_greedy_matches_hf_generate_and_entropy_is_exact(tiny_policy):
@@ -24,24 +25,7 @@ async def test_greedy_matches_hf_generate_and_entropy_is_exact(tiny_policy):
 
 
 async def test_prefix_cache_reuse_and_rollback_give_cold_results(tiny_policy):
-    p = tiny_policy
-    ids = p.chat_prompt([{"role": "user", "content": "the answer is"}])
-    p.reset_cache()
-    first = await p.generate(ids, GenerationParams(max_tokens=8))
-    assert first.cached_tokens == 0
-    # continue the transcript: everything before is served from the cache
-    cont = ids + first.token_ids
-    warm = await p.generate(cont, GenerationParams(max_tokens=6))
-    assert warm.cached_tokens == len(cont) - 1
-    # a probe on a branch, then back to the trunk: the cache is cropped, results unchanged
-    await p.generate(cont + p.tokenize(" </think>"), GenerationParams(max_tokens=4))
-    again = await p.generate(cont, GenerationParams(max_tokens=6))
-    assert again.cached_tokens >= len(cont) - 1
-    p.reset_cache()
-    cold = await p.generate(cont, GenerationParams(max_tokens=6))
-    assert cold.cached_tokens == 0
-    assert again.token_ids == cold.token_ids == warm.token_ids
-    assert again.entropies == pytest.approx(cold.entropies, rel=1e-4)
+    await check_prefix_cache_rollback(tiny_policy, dict(rel=1e-4))
 
 
 async def test_concurrent_requests_queue_without_corruption(tiny_policy):
