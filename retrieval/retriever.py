@@ -74,32 +74,41 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def _prefetch(fn: Callable, items: list, depth: int = 16) -> Iterator:
-    """``fn(item)`` for each item, in order, computed `depth` items ahead on a worker thread: file
-    reading and chunking (Python, tokenizer) overlap the embedder's forward passes (torch releases
-    the GIL inside them). The worker stops when the consumer stops early."""
+    """``fn(item)`` for each item, in order, computed up to `depth` items ahead on a worker thread:
+    file reading and chunking (Python, tokenizer) overlap the embedder's forward passes (torch
+    releases the GIL inside them). An exception in `fn` is raised in the consumer; the worker stops
+    when the consumer stops early."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for it in items:
-                r = fn(it)
-                while not stop.is_set():
-                    try:
-                        q.put(r, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((True, fn(it))):
                     return
-        finally:
-            q.put(done) if not stop.is_set() else None
+        except BaseException as exc:  # handed to the consumer, not lost with the thread
+            put((False, exc))
+            return
+        put((True, done))
 
-    t = threading.Thread(target=work, name="ingest-prefetch", daemon=True)
-    t.start()
+    threading.Thread(target=work, name="ingest-prefetch", daemon=True).start()
     try:
-        while (r := q.get()) is not done:
+        while True:
+            ok, r = q.get()
+            if not ok:
+                raise r
+            if r is done:
+                return
             yield r
     finally:
         stop.set()
@@ -224,10 +233,9 @@ class Retriever:
         bar.close()
         if report.files_indexed:
             self.index.save()
+        done_files, done_bytes = len(files), total_bytes
+        report_progress()
         report.seconds = time.perf_counter() - t0
-        if on_progress is not None:
-            on_progress(IngestProgress(len(files), len(files), total_bytes, total_bytes, report.chunks_added,
-                                       report.seconds))
         return report
 
     def _prepare(self, f: Path) -> tuple[Path, str, list[Chunk] | None, Exception | None]:

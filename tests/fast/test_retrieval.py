@@ -218,3 +218,24 @@ def test_fallback_demo_corpus_from_the_interpreter(tmp_path):
     assert len(topics) > 50 and len(modules) > 50
     secs = load_file(tmp_path / "c" / "modules" / "json.rst")
     assert secs[0].heading == "json" and "JSON" in secs[0].text
+
+
+def test_prefetch_keeps_order_and_raises_the_worker_error():
+    """Ingest's read-ahead: results in input order; an unexpected error in the worker reaches the
+    consumer instead of silently ending the loop with files missing."""
+    import pytest
+
+    from retrieval.retriever import _prefetch
+
+    assert list(_prefetch(lambda x: x * 2, list(range(50)), depth=3)) == [2 * x for x in range(50)]
+
+    def boom(x):
+        if x == 5:
+            raise RuntimeError("disk on fire")
+        return x
+
+    got = []
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        for r in _prefetch(boom, list(range(10))):
+            got.append(r)
+    assert got == [0, 1, 2, 3, 4]
