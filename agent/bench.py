@@ -30,17 +30,8 @@ HARD = ["What is 37 times 49 minus 18?", "What is 4831 * 2917?",
 def plain_generate(policy, prompt_ids: list[int], n: int) -> float:
     """Seconds for the backend's own generate to produce exactly `n` tokens after `prompt_ids`."""
     if policy.backend == "onnx":
-        import numpy as np
-
-        og = policy._og
-        params = og.GeneratorParams(policy.model)
-        params.set_search_options(max_length=len(prompt_ids) + n, min_length=len(prompt_ids) + n, do_sample=False)
-        gen = og.Generator(policy.model, params)
-        t0 = time.perf_counter()
-        gen.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
-        for _ in range(n):
-            gen.generate_next_token()
-        return time.perf_counter() - t0
+        start, stamps = policy.engine_generate(prompt_ids, n)
+        return stamps[-1] - start
     import torch
 
     x = torch.tensor([prompt_ids], device=policy.device)

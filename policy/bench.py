@@ -62,20 +62,9 @@ async def timed_stream(policy, ids: list[int], tokens: int) -> dict:
 
 def native_onnx(policy, ids: list[int], tokens: int) -> dict:
     """onnxruntime-genai's own greedy loop (no logits read, no entropy): prefill s and decode tokens/s."""
-    import numpy as np
-
-    og = policy._og
-    params = og.GeneratorParams(policy.model)
-    params.set_search_options(max_length=len(ids) + tokens, do_sample=False)
-    gen = og.Generator(policy.model, params)
-    t0 = time.perf_counter()
-    gen.append_tokens(np.asarray(ids, dtype=np.int32))
-    stamps = []
-    while not gen.is_done() and len(stamps) < tokens:
-        gen.generate_next_token()
-        stamps.append(time.perf_counter())
+    start, stamps = policy.engine_generate(ids, tokens)
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
-    return {"prefill_s": stamps[0] - t0, "rate": rate}
+    return {"prefill_s": stamps[0] - start, "rate": rate}
 
 
 def agreement(ref: dict, other: dict) -> tuple[int, float]:

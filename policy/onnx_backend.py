@@ -214,6 +214,26 @@ class OnnxPolicy(LocalPolicy):
             return int(order[rng.choice(len(sp), p=sp / sp.sum())])
         return int(rng.choice(len(p), p=p))
 
+    def engine_generate(self, ids: list[int], n: int) -> tuple[float, list[float]]:
+        """onnxruntime-genai's own greedy loop, the baseline of the benchmarks: no logits read, no
+        entropy, no prefix cache; exactly `n` new tokens after `ids`. Blocking.
+
+        Returns:
+            (start, stamps): `time.perf_counter()` before the prompt is fed, and after each token.
+        """
+        import time
+
+        params = self._og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
+        gen = self._og.Generator(self.model, params)
+        start = time.perf_counter()
+        gen.append_tokens(np.asarray(ids, dtype=np.int32))
+        stamps = []
+        for _ in range(n):
+            gen.generate_next_token()
+            stamps.append(time.perf_counter())
+        return start, stamps
+
     async def health(self) -> dict:
         return {"status": "ok", "model": self.name, "backend": "onnx", "precision": self.precision,
                 "device": "cpu", **self.stats}

@@ -74,3 +74,10 @@ def test_export_is_cached_and_keyed_by_the_weights(tiny_pair, tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint dir"):
         export_onnx(tmp_path, "int4", root)
 
+
+
+def test_engine_loop_baseline_makes_exactly_n_tokens(tiny_pair):
+    """The benchmarks' baseline (onnxruntime-genai's own loop) times exactly n tokens."""
+    p = tiny_pair[0]
+    start, stamps = p.engine_generate(p.chat_prompt([{"role": "user", "content": "hello"}]), 7)
+    assert len(stamps) == 7 and start < stamps[0] <= stamps[-1]
