@@ -50,14 +50,12 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
 
         nonlocal policy, retriever, indexing
         if policy is None:
-            from policy.models import default_backend, load_policy
+            from policy.models import load_policy
 
-            backend = default_backend() if settings.backend == "auto" else settings.backend
-            kw = {"device": settings.device, "cache_slots": settings.cache_slots} if backend == "transformers" else {}
-            if backend == "onnx":
-                kw = {"cache_slots": settings.cache_slots, "precision": settings.precision}
-            policy = load_policy(settings.model, settings.cache_dir, backend=backend,
-                                 remote_url=settings.remote_url, served_name=settings.served_model_name, **kw)
+            policy = load_policy(settings.model, settings.cache_dir, backend=settings.backend,
+                                 remote_url=settings.remote_url, served_name=settings.served_model_name,
+                                 precision=settings.precision, device=settings.device,
+                                 cache_slots=settings.cache_slots)
         if retriever is None:
             from retrieval.retriever import Retriever
 
