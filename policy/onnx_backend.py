@@ -36,6 +36,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from policy.base import GenerationParams
+from policy.entropy import numpy_entropy
 from policy.local import LocalPolicy, Slot, special_tokens
 from policy.modes import eos_token_ids
 
@@ -108,25 +109,6 @@ def export_onnx(checkpoint: str | Path, precision: str = "int8", root: Path | No
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def numpy_entropy(logits: np.ndarray) -> tuple[float, float]:
-    """Exact entropy H (nats) and varentropy V (nats²) of softmax(logits), logits shape [vocab].
-
-    With z = logits − max, Z = Σ e^z and p = e^z / Z: −log p = log Z − z, so
-    H = E_p[−log p] = log Z − E_p[z] and V = Var_p(−log p) = E_p[z²] − E_p[z]² (the varentropy of
-    entropix). Two dot products over one exp pass in float32 (0.04 ms for 49,152 logits on one
-    core, against 0.8 ms for the textbook float64 −Σ p log p).
-
-    >>> round(numpy_entropy(np.zeros(4, dtype=np.float32))[0], 4)  # uniform over 4: log 4
-    1.3863
-    """
-    z = logits.astype(np.float32, copy=False) - np.float32(logits.max())
-    e = np.exp(z)
-    s = float(e.sum(dtype=np.float64))
-    m1 = float(np.dot(e, z)) / s
-    m2 = float(np.dot(e, z * z)) / s
-    return float(np.log(s) - m1), max(m2 - m1 * m1, 0.0)
 
 
 class OnnxPolicy(LocalPolicy):
