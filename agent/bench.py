@@ -54,20 +54,20 @@ async def run(args) -> dict:
     agent = Agent(policy, retriever, AgentConfig.for_model(resolve_policy(args.model)))
     rows = {"fast": [], "think": []}
     warm = await agent.run([{"role": "user", "content": EASY[0]}], effort="none", max_tokens=8)  # first-call setup
-    plain_generate(policy, warm.transcript[:warm.metadata["tokens"]["prompt"]], 8)
+    plain_generate(policy, warm.transcript[:warm.tokens.prompt], 8)
     for path, questions, effort in (("fast", EASY, "none"), ("think", HARD, "high")):
         for q in questions:
             for _ in range(args.repeats):
                 policy.reset_cache()
                 turn = await agent.run([{"role": "user", "content": q}], effort=effort, max_tokens=args.max_tokens)
-                tok = turn.metadata["tokens"]
-                generated = tok["draft"] + tok["reasoning"] + tok["probe"] + tok["answer"]
-                prompt_ids = turn.transcript[:tok["prompt"]]
+                tok = turn.tokens
+                generated = tok.completion
+                prompt_ids = turn.transcript[:tok.prompt]
                 policy.reset_cache()
                 base = plain_generate(policy, prompt_ids, generated)
                 rows[path].append({"q": q, "agent_s": turn.seconds, "plain_s": base, "ratio": turn.seconds / base,
-                                   "generated": generated, "information": tok["information"],
-                                   "prompt": tok["prompt"], "steps": len(turn.metadata["steps"])})
+                                   "generated": generated, "information": tok.information,
+                                   "prompt": tok.prompt, "steps": len(turn.details["steps"])})
                 r = rows[path][-1]
                 print(f"{path:5} {r['ratio']:.3f}x agent {r['agent_s']:.2f}s plain {r['plain_s']:.2f}s "
                       f"prompt {r['prompt']} gen {generated} info {r['information']} steps {r['steps']} | {q[:50]}",
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--backend", default="auto", help="auto (default), onnx or transformers")
     ap.add_argument("--precision", default="int8", help="onnx weights: int8, int4 or fp32")
-    ap.add_argument("--max-tokens", type=int, default=64, help="answer token budget")
+    ap.add_argument("--max-tokens", type=int, default=64, help="completion token budget of a turn (reasoning + answer)")
     asyncio.run(run(ap.parse_args()))
 
 

@@ -29,7 +29,8 @@ class AgentConfig:
     step_tokens: int = field(default=128, metadata={"help": "most tokens in one reasoning step"})
     max_steps: int = field(default=4, metadata={"help": "most reasoning steps per answer"})
     max_think_tokens: int = field(default=256, metadata={"help": "most reasoning tokens per answer"})
-    max_answer_tokens: int = field(default=256, metadata={"help": "default answer length limit"})
+    max_answer_tokens: int = field(default=256, metadata={"help": "answer length limit when the client sets none"})
+    think_share: float = field(default=0.75, metadata={"help": "largest share of a client's max_completion_tokens spent on hidden work (discarded draft, probes, reasoning); the answer keeps the rest"})
     min_passage_score: float = field(default=0.53, metadata={"help": "passages whose cosine score is below this are not shown. Measured with MiniLM on 23 docs files (the docs-QA sources plus the numeric ones): best passage of 300 held-out sums 0.40 median, 0.52 max; of the 20 docs questions 0.54 min, 0.68 median"})
     top_k: int = field(default=3, metadata={"help": "passages retrieved for the question"})
     step_k: int = field(default=2, metadata={"help": "passages retrieved per in-reasoning search"})
@@ -41,6 +42,8 @@ class AgentConfig:
         for name in ("tau_think", "tau_exit", "tau_retrieve"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 nats, got {getattr(self, name)}")
+        if not 0.0 <= self.think_share < 1.0:
+            raise ValueError(f"think_share must be in [0, 1) so the answer keeps room, got {self.think_share}")
         if self.score not in ("mean", "max"):
             raise ValueError(f"score must be 'mean' or 'max', got {self.score!r}")
         for name in ("draft_tokens", "probe_tokens", "step_tokens", "max_steps", "max_think_tokens",

@@ -123,7 +123,7 @@ def information_gains(lm, tok, items, records) -> dict:
             "positive_rate": sum(g > 0 for g in gains) / n}
 
 
-async def agent_check(model_path: str, items, records, tau: float, retriever, k: int, max_tokens: int,
+async def agent_check(model_path: str, items, records, tau: float, retriever, k: int,
                       backend: str = "transformers") -> dict:
     """Run the real agent (gated, τ) on `k` evenly spaced items (both buckets); agreement with the
     derived gated rows (decision and score). On ``backend="transformers"`` (fp32, the engine of
@@ -142,7 +142,8 @@ async def agent_check(model_path: str, items, records, tau: float, retriever, k:
     pairs = list(zip(items, derived))[::step][:k]
     for it, d in pairs:
         agent = Agent(policy, retriever if it.retrieval else None, cfg)
-        turn = await agent.run([{"role": "user", "content": it.question}], effort="auto", max_tokens=max_tokens)
+        # the served defaults: no client limit (the config's think and answer budgets)
+        turn = await agent.run([{"role": "user", "content": it.question}], effort="auto")
         score = family(it).score(turn.answer, it)
         same_decision += turn.thought == d["thought"]
         same_score += score == d["score"]
@@ -211,12 +212,12 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
         res["records"][name] = [asdict(r) for r in recs]
         if args.agent_check and not name.startswith("ntr"):  # NTR prompts are not the agent's
             res["sets"][name]["agent_check"] = asyncio.run(
-                agent_check(path, items, recs, tau, retriever, args.agent_check, args.max_tokens))
+                agent_check(path, items, recs, tau, retriever, args.agent_check))
             from policy.models import default_backend
 
             if default_backend() == "onnx":  # the served engine too
                 res["sets"][name]["agent_check_served"] = asyncio.run(agent_check(
-                    path, items, recs, tau, retriever, args.agent_check, args.max_tokens, backend="onnx"))
+                    path, items, recs, tau, retriever, args.agent_check, backend="onnx"))
     return res
 
 

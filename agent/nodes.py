@@ -27,6 +27,7 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
 from agent.state import Context, State
+from agent.turn import TokenBudget, completion_left, empty_counts, hidden_left
 from policy.base import Generation, GenerationParams
 from policy.entropy import aggregate
 from policy.format import THINK_CLOSE, THINK_OPEN, find_search, information_block
@@ -62,8 +63,8 @@ def _emit(runtime: Runtime[Context], kind: str, text: str) -> None:
         runtime.stream_writer({"type": kind, "text": text})
 
 
-def _answer_budget(state: State, cfg) -> int:
-    return int(state.get("max_tokens") or cfg.max_answer_tokens)
+def _budget(state: State, cfg) -> TokenBudget:
+    return TokenBudget.split(state.get("max_tokens"), cfg)
 
 
 async def _search(runtime: Runtime[Context], query: str, k: int, seen: set[int], start_n: int,
@@ -94,25 +95,33 @@ async def retrieve(state: State, runtime: Runtime[Context]) -> dict:
         "draft": {}, "score": {}, "decision": "", "reason": "", "steps": [],
         "retrievals": [rec] if ctx.retriever is not None else [], "pending_query": None,
         "exit_reason": "", "closed": False, "reasoning": "", "answer": "", "finish_reason": "",
-        "tokens": {"prompt": len(prompt), "draft": 0, "reasoning": 0, "information": 0, "probe": 0, "answer": 0},
+        "tokens": empty_counts(len(prompt)),
     }
 
 
 async def gate(state: State, runtime: Runtime[Context]) -> dict:
-    """Draft the direct answer, score its entropy, decide: answer now or think."""
+    """Draft the direct answer, score its entropy, decide: answer now or think.
+
+    The draft is hidden work when discarded, so it never exceeds the turn's thinking budget; a
+    budget too small to draft or to think answers at once."""
     ctx, cfg = runtime.context, runtime.context.config
     effort = state.get("effort", "auto")
     tokens = dict(state["tokens"])
     transcript = list(state["transcript"])
+    budget = _budget(state, cfg)
+    no_room = f"max_completion_tokens={budget.total} leaves no room to think"
     if effort == "high":
+        if budget.think < 1:
+            return {"decision": "answer", "reason": f"reasoning_effort=high, but {no_room}", "tokens": tokens}
         think = ctx.policy.tokenize(THINK_OPEN + "\n")
         return {"decision": "think", "reason": "reasoning_effort=high: always think",
                 "transcript": transcript + think, "tokens": tokens}
-    budget = _answer_budget(state, cfg)
+    n_draft = min(cfg.draft_tokens, budget.total if effort == "none" else budget.think)
+    if n_draft < 1:
+        return {"decision": "answer", "reason": no_room, "tokens": tokens}
     # the draft ends at the first paragraph break (what a model rambles after its answer is not
     # scored) or as soon as the model opens <think> itself (a warmed-up model's decision)
-    gen = await _run(runtime, transcript, GenerationParams(max_tokens=min(cfg.draft_tokens, budget),
-                                                           stop=("\n\n", THINK_OPEN)), None)
+    gen = await _run(runtime, transcript, GenerationParams(max_tokens=n_draft, stop=("\n\n", THINK_OPEN)), None)
     score = aggregate(gen.entropies, gen.varentropies)
     value = score[cfg.score]
     tokens["draft"] = len(gen.token_ids)
@@ -126,16 +135,21 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
         decision, reason = "answer", f"draft {cfg.score} entropy {value:.3f} <= tau_think {cfg.tau_think}"
     else:
         decision, reason = "think", f"draft {cfg.score} entropy {value:.3f} > tau_think {cfg.tau_think}"
+    keep = decision == "answer"
+    if decision == "think" and budget.think - len(gen.token_ids) < 1:
+        decision, reason = "answer", f"{reason}, but {no_room} after the draft"
+        keep = THINK_OPEN not in gen.text  # a draft that opened <think> is no answer: discarded
     update = {"draft": draft, "score": score, "decision": decision, "reason": reason, "tokens": tokens}
-    if decision == "answer":
+    if not keep:
+        tokens["probe"], tokens["draft"] = tokens["probe"] + tokens["draft"], 0
+    if decision == "answer" and keep:
         _emit(runtime, "content", gen.text)
         update["transcript"] = transcript + gen.token_ids
         update["answer"] = gen.text
         ended = gen.finish_reason == "stop" and not isinstance(gen.stop_reason, str)  # EOS, not "\n\n"
-        if ended or len(gen.token_ids) >= budget:
+        if ended or len(gen.token_ids) >= budget.total:
             update["finish_reason"] = "stop" if ended else "length"
-    else:  # the draft is discarded: its tokens count as hidden (probe) work
-        tokens["probe"], tokens["draft"] = tokens["probe"] + tokens["draft"], 0
+    elif decision == "think":  # the draft is discarded (counted as hidden probe work above)
         update["transcript"] = transcript + ctx.policy.tokenize(THINK_OPEN + "\n")
     return update
 
@@ -151,9 +165,10 @@ async def think_step(state: State, runtime: Runtime[Context]) -> dict:
     """One reasoning step inside <think>; may leave a pending retrieval query."""
     ctx, cfg = runtime.context, runtime.context.config
     tokens = dict(state["tokens"])
-    left = cfg.max_think_tokens - tokens["reasoning"]
-    params = GenerationParams(max_tokens=max(1, min(cfg.step_tokens, left)), stop=STEP_STOPS,
-                              **_sampling(state))
+    left = min(cfg.max_think_tokens - tokens["reasoning"], hidden_left(tokens, _budget(state, cfg)))
+    if left < 1:  # the routing never sends a turn here without budget; kept as a guard
+        return {"exit_reason": "budget"}
+    params = GenerationParams(max_tokens=min(cfg.step_tokens, left), stop=STEP_STOPS, **_sampling(state))
     gen = await _run(runtime, state["transcript"], params, "reasoning")
     ids = _strip_eos(runtime, gen)
     ended = len(ids) < len(gen.token_ids)
@@ -207,10 +222,14 @@ async def probe(state: State, runtime: Runtime[Context]) -> dict:
         return {"exit_reason": "budget", "reason": state["reason"] + f"; stopped at max_steps={cfg.max_steps}"}
     if tokens["reasoning"] >= cfg.max_think_tokens:
         return {"exit_reason": "budget", "reason": state["reason"] + f"; stopped at max_think_tokens={cfg.max_think_tokens}"}
+    budget = _budget(state, cfg)
+    left = hidden_left(tokens, budget)
+    if left < 1:
+        return {"exit_reason": "budget", "reason": state["reason"] + f"; stopped at the thinking budget of "
+                                                                     f"{budget.think} tokens"}
     close = ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
-    budget = _answer_budget(state, cfg)
     prefix = state["transcript"] + close
-    gen = await _run(runtime, prefix, GenerationParams(max_tokens=min(cfg.probe_tokens, budget)), None)
+    gen = await _run(runtime, prefix, GenerationParams(max_tokens=min(cfg.probe_tokens, left)), None)
     tokens["probe"] += len(gen.token_ids)
     score = aggregate(gen.entropies)
     steps = [dict(s) for s in state["steps"]]
@@ -223,8 +242,11 @@ async def probe(state: State, runtime: Runtime[Context]) -> dict:
         update.update(exit_reason="certain", closed=True, transcript=prefix + gen.token_ids, answer=gen.text,
                       reason=state["reason"] + f"; probe entropy {score['mean']:.3f} <= tau_exit {cfg.tau_exit} "
                                                f"after step {len(steps)}")
-        if gen.finish_reason == "stop" or len(gen.token_ids) >= budget:
+        if gen.finish_reason == "stop" or completion_left(tokens, budget) < 1:
             update["finish_reason"] = "stop" if gen.finish_reason == "stop" else "length"
+    elif hidden_left(tokens, budget) < 1:
+        update.update(exit_reason="budget", reason=state["reason"] + f"; stopped at the thinking budget of "
+                                                                     f"{budget.think} tokens")
     return update
 
 
@@ -247,7 +269,7 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
         reasoning = reasoning[: len(reasoning) - last["chars"]]
         _emit(runtime, "content", text)
     if not finish:
-        left = _answer_budget(state, cfg) - tokens["draft"]
+        left = completion_left(tokens, _budget(state, cfg))
         if left > 0:
             gen = await _run(runtime, transcript, GenerationParams(
                 max_tokens=left, **_sampling(state)), "content")

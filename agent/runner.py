@@ -1,79 +1,30 @@
 """`Agent`: the compiled graph plus its context, with a call for a whole answer and one for a stream.
 
 Contract:
-- `Agent.run(messages, thread_id=…, effort=…)` → `Turn` (answer, reasoning, metadata).
+- `Agent.run(messages, thread_id=…, effort=…, max_tokens=…)` → `agent.turn.Turn` (answer,
+  reasoning, token ledger, decision trace); `max_tokens` bounds every generated token of the
+  turn (OpenAI's max_completion_tokens; `agent.turn.TokenBudget`).
 - `Agent.stream(...)` yields ``("content"|"reasoning", text)`` pieces, then ``("done", Turn)``.
 - With a `thread_id` whose thread already exists, only the newest user message is taken
   from `messages`; the earlier turns come from the checkpointer. Without one, a fresh
   thread is made and every message given is the history.
-- `effort` accepts ours (none/auto/high) and OpenAI's (minimal→none, low/medium→auto).
+- `effort` accepts `agent.state.EFFORTS` (ours none/auto/high and OpenAI's minimal/low/medium).
 - Errors: `ValueError` for an unknown effort or no user message.
 """
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
 from langchain_core.messages import AIMessage, HumanMessage
 
 from agent.config import AgentConfig
 from agent.graph import build_graph
-from agent.state import Context
+from agent.state import EFFORTS, Context, normalize_effort
+from agent.turn import TokenBudget, Turn
 
-EFFORTS = {"none": "none", "minimal": "none", "low": "auto", "medium": "auto", "auto": "auto", "high": "high"}
-
-
-def normalize_effort(effort: str | None, default: str = "auto") -> str:
-    """Map a reasoning_effort value to none/auto/high.
-
-    Raises:
-        ValueError: unknown value (message lists the accepted ones).
-    """
-    if effort is None:
-        return default
-    if effort not in EFFORTS:
-        raise ValueError(f"reasoning_effort must be one of {sorted(EFFORTS)}, got {effort!r}")
-    return EFFORTS[effort]
-
-
-@dataclass
-class Turn:
-    """One answered turn: the answer, the reasoning shown to users, and the gate's trace."""
-
-    thread_id: str
-    answer: str
-    reasoning: str
-    finish_reason: str
-    metadata: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    transcript: list[int] = field(default_factory=list, repr=False)  # prompt + assistant turn, token ids
-
-    @property
-    def thought(self) -> bool:
-        return self.metadata.get("decision") == "think"
-
-
-def _metadata(state: dict, effort: str, cfg: AgentConfig) -> dict:
-    cited = {int(n) for n in re.findall(r"\[(\d+)\]", state.get("answer", ""))}
-    return {
-        "decision": state.get("decision"),
-        "reason": state.get("reason"),
-        "reasoning_effort": effort,
-        "entropy": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in state.get("score", {}).items()},
-                    "aggregate": cfg.score, "unit": "nats"},
-        "thresholds": {"tau_think": cfg.tau_think, "tau_exit": cfg.tau_exit, "tau_retrieve": cfg.tau_retrieve},
-        "draft": state.get("draft", {}),
-        "steps": state.get("steps", []),
-        "exit_reason": state.get("exit_reason") or None,
-        "retrievals": state.get("retrievals", []),
-        "sources": [{"n": p["n"], "source": p["source"], "heading": p["heading"], "score": p["score"],
-                     "id": p["id"], "cited": p["n"] in cited} for p in state.get("passages", [])],
-        "tokens": state.get("tokens", {}),
-    }
-
+__all__ = ["Agent", "Turn", "EFFORTS", "normalize_effort"]
 
 class Agent:
     """Args:
@@ -92,6 +43,7 @@ class Agent:
                       max_tokens: int | None, temperature: float, seed: int | None,
                       top_p: float = 1.0) -> tuple[dict, dict, str]:
         eff = normalize_effort(effort)
+        TokenBudget.split(max_tokens, self.context.config)  # a limit < 1 is a ValueError here, not mid-graph
         system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         turns = [m for m in messages if m["role"] in ("user", "assistant")]
         if not turns or turns[-1]["role"] != "user":
@@ -133,7 +85,5 @@ class Agent:
         yield "done", self._turn(state, config, eff, t0)
 
     def _turn(self, state: dict, config: dict, effort: str, t0: float) -> Turn:
-        return Turn(thread_id=config["configurable"]["thread_id"], answer=state.get("answer", ""),
-                    reasoning=state.get("reasoning", "").strip(), finish_reason=state.get("finish_reason") or "stop",
-                    metadata=_metadata(state, effort, self.context.config), seconds=time.perf_counter() - t0,
-                    transcript=list(state.get("transcript", [])))
+        return Turn.from_state(state, config["configurable"]["thread_id"], effort, self.context.config,
+                               time.perf_counter() - t0)

@@ -22,6 +22,37 @@ from agent.config import AgentConfig
 from policy.base import Policy
 
 Effort = Literal["none", "auto", "high"]
+#: every accepted ``reasoning_effort`` value → the agent's own: none (never think), auto (the gate
+#: decides), high (always think); OpenAI's minimal → none, low and medium → auto. The one list
+#: the API, the settings and the runner validate against.
+EFFORTS: dict[str, Effort] = {"none": "none", "minimal": "none", "low": "auto", "medium": "auto",
+                              "auto": "auto", "high": "high"}
+
+
+def normalize_effort(effort: str | None, default: str = "auto") -> Effort:
+    """Map a ``reasoning_effort`` value (or None → `default`) to none/auto/high.
+
+    >>> normalize_effort("medium"), normalize_effort(None, "high")
+    ('auto', 'high')
+
+    Raises:
+        ValueError: a value not in `EFFORTS` (the message lists the accepted ones).
+    """
+    value = default if effort is None else effort
+    if value not in EFFORTS:
+        raise ValueError(f"reasoning_effort must be one of {list(EFFORTS)}, got {value!r}")
+    return EFFORTS[value]
+
+
+class TokenCounts(TypedDict):
+    """One turn's token counts by kind (`agent.turn.TOKEN_KINDS`; sums in `agent.turn.TokenLedger`)."""
+
+    prompt: int
+    information: int
+    draft: int
+    probe: int
+    reasoning: int
+    answer: int
 
 
 class SearchBackend(Protocol):
@@ -44,7 +75,7 @@ class State(TypedDict, total=False):
     # inputs (per turn)
     messages: Annotated[list[AnyMessage], add_messages]
     effort: Effort               # none: never think; auto: the gate decides; high: always think
-    max_tokens: int | None       # answer + reasoning budget asked by the client
+    max_tokens: int | None       # completion tokens allowed (reasoning + answer), see agent.turn.TokenBudget
     temperature: float
     top_p: float                 # nucleus mass for sampled tokens (1.0: off)
     seed: int | None
@@ -66,4 +97,4 @@ class State(TypedDict, total=False):
     reasoning: str
     answer: str
     finish_reason: str
-    tokens: dict                 # prompt, draft, reasoning, information, probe, answer
+    tokens: TokenCounts

@@ -16,15 +16,14 @@ RETRIEVALS = Counter("thinkgate_retrievals_total", "Retrievals by trigger (quest
 
 
 def observe_turn(turn) -> None:
-    """Record one `agent.runner.Turn`."""
-    m = turn.metadata
-    decision = m.get("decision") or "unknown"
-    TURNS.labels(decision, m.get("reasoning_effort") or "auto").inc()
+    """Record one `agent.turn.Turn` (its token ledger by kind)."""
+    decision = turn.decision or "unknown"
+    TURNS.labels(decision, turn.effort).inc()
     LATENCY.labels(decision).observe(turn.seconds)
-    for kind, n in (m.get("tokens") or {}).items():
+    for kind, n in turn.tokens.to_dict().items():
         TOKENS.labels(kind).inc(n)
-    STEPS.observe(len(m.get("steps") or []))
-    for r in m.get("retrievals") or []:
+    STEPS.observe(len(turn.details.get("steps") or []))
+    for r in turn.details.get("retrievals") or []:
         RETRIEVALS.labels(r["trigger"]).inc()
 
 

@@ -13,6 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.state import EFFORTS
+
+#: `reasoning_effort` values accepted (agent.state.EFFORTS is the one list)
+ReasoningEffort = Literal[tuple(EFFORTS)]  # type: ignore[valid-type]
+
 
 class ErrorInfo(BaseModel):
     message: str
@@ -82,13 +87,15 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
+    max_tokens: int | None = Field(None, ge=1, le=8192, description="deprecated alias of max_completion_tokens")
+    max_completion_tokens: int | None = Field(None, ge=1, le=8192, description=(
+        "most tokens generated for the turn: reasoning, probes and answer together; "
+        "usage.completion_tokens never exceeds it"))
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=1, description="only one choice is generated")
     seed: int | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "auto", "high"] | None = None
+    reasoning_effort: ReasoningEffort | None = None
     thread_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     user: str | None = None
 

@@ -5,8 +5,9 @@ Contract:
 - Unknown model → 404 ``model_not_found``; input longer than the context allows → 400
   ``context_length_exceeded``; a graph or backend failure → 500 (logged), or on a stream an
   error event followed by ``[DONE]``.
-- Usage: prompt_tokens = prompt + retrieved ``<information>`` tokens the model read;
-  completion_tokens = reasoning + answer tokens shown; reasoning_tokens = reasoning steps.
+- Usage comes from the turn's token ledger (`agent.turn.TokenLedger`): completion_tokens is every
+  token generated for the turn (reasoning, probes, answer) and never exceeds
+  ``max_completion_tokens`` (or ``max_tokens``); reasoning_tokens is counted inside it.
 """
 from __future__ import annotations
 
@@ -30,12 +31,11 @@ PASSAGE_RESERVE = 1536
 
 
 def _usage(turn: Turn) -> Usage:
-    t = turn.metadata.get("tokens", {})
-    reasoning = int(t.get("reasoning", 0))
-    completion = reasoning + int(t.get("draft", 0)) + int(t.get("answer", 0))
-    prompt = int(t.get("prompt", 0)) + int(t.get("information", 0))
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                 completion_tokens_details={"reasoning_tokens": reasoning})
+    """OpenAI usage from the turn's ledger (`agent.turn.TokenLedger` defines the sums)."""
+    t = turn.tokens
+    return Usage(prompt_tokens=t.prompt_total, completion_tokens=t.completion,
+                 total_tokens=t.prompt_total + t.completion,
+                 completion_tokens_details={"reasoning_tokens": t.hidden})
 
 
 class OpenAIServingChat:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.protocol import ReasoningEffort
 from policy.models import DEFAULT_POLICY, cache_dir
 
 
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
                            description="weights of the onnx backend's export (made once, cached)")
     remote_url: str | None = Field(None, description="OpenAI-compatible completions server for backend=remote")
     device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")
-    reasoning_effort: str = Field("auto", description="default when a request names none: none, auto or high")
+    reasoning_effort: ReasoningEffort = Field("auto", description="default when a request names none")
     max_input_chars: int = Field(32_000, ge=1, description="longest message content accepted, in characters")
     cache_slots: int = Field(4, ge=1, description="prefix KV caches kept (one per concurrent conversation)")
     tau_think: float | None = Field(None, description="override the gate threshold (nats)")

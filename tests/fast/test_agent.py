@@ -63,7 +63,7 @@ async def test_uncertain_draft_thinks_then_exits_when_probe_is_certain():
 async def test_budget_stops_thinking():
     agent, pol, _ = make(scripted(draft=("x", 3.0, False), steps=(("more thought\n\n", 0.5, False),),
                                   probe=("unsure", 2.0, False)), tau_think=1.0, tau_exit=0.5, max_steps=3)
-    turn = await agent.run([{"role": "user", "content": "q"}], max_tokens=20)
+    turn = await agent.run([{"role": "user", "content": "q"}], max_tokens=200)
     m = turn.metadata
     assert m["exit_reason"] == "budget" and len(m["steps"]) == 3
     probes = [s["probe"] for s in m["steps"] if s["probe"]]
@@ -75,7 +75,7 @@ async def test_budget_stops_thinking():
 async def test_think_token_budget():
     agent, _, _ = make(scripted(draft=("x", 3.0, False), steps=(("a" * 40, 0.5, False),),
                                 probe=("no", 2.0, False)), tau_think=1.0, max_think_tokens=50, step_tokens=30, max_steps=10)
-    turn = await agent.run([{"role": "user", "content": "q"}], max_tokens=5)
+    turn = await agent.run([{"role": "user", "content": "q"}], max_tokens=500)
     assert turn.metadata["exit_reason"] == "budget"
     assert turn.metadata["tokens"]["reasoning"] <= 50
 

@@ -58,7 +58,9 @@ async def test_thinking_completion_reports_reasoning(client):
     assert j["thinkgate"]["decision"] == "think"
     assert msg["reasoning_content"] == msg["reasoning"] == "Let me think."
     assert msg["content"] == "Done."
-    assert j["usage"]["completion_tokens_details"]["reasoning_tokens"] == len("Let me think.\n\n")
+    # reasoning_tokens: the step plus the discarded draft "Hmm" (hidden work), inside completion_tokens
+    assert j["usage"]["completion_tokens_details"]["reasoning_tokens"] == len("Let me think.\n\n") + len("Hmm")
+    assert j["usage"]["completion_tokens"] == len("Let me think.\n\n") + len("Hmm") + len("Done.") + 1  # + EOS
 
 
 async def test_streaming_chunks_and_done(client):
