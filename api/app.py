@@ -8,6 +8,7 @@ components.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agent.config import AgentConfig, calibration_mismatch
 from agent.runner import Agent
 from api import metrics
+from api.admission import Admission
 from api.protocol import ChatCompletionRequest, DocumentIn, ErrorResponse
 from api.serving import DocumentServing, OpenAIServingChat
 from api.settings import Settings
@@ -27,13 +29,39 @@ log = logging.getLogger("thinkgate.api")
 
 
 def _error(err: ErrorResponse) -> JSONResponse:
-    return JSONResponse(err.model_dump(), status_code=err.status_code)
+    return JSONResponse(err.model_dump(), status_code=err.status_code, headers=err.headers or None)
 
 
 def _result(res, status_code: int = 200):
     if isinstance(res, ErrorResponse):
         return _error(res)
     return JSONResponse(res.model_dump(exclude_none=False), status_code=status_code)
+
+
+async def _listen_for_disconnect(request: Request) -> None:
+    """Return once the client has hung up (the request body was already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_disconnected(request: Request, coro):
+    """Await `coro`, cancelling it when the client disconnects first (its generation stops in the
+    backend); then the result is an error value nobody reads. Streams stop on their own: leaving
+    the SSE iterator closes the agent's stream."""
+    work = asyncio.ensure_future(coro)
+    watch = asyncio.ensure_future(_listen_for_disconnect(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        return ErrorResponse.make("the client closed the connection", 499, code="client_closed_request")
+    return work.result()
 
 
 def create_app(settings: Settings | None = None, *, policy=None, retriever=None, agent_config=None,
@@ -84,8 +112,11 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         settings.resolved_threads_db.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(settings.resolved_threads_db)) as saver:
             agent = Agent(policy, retriever, cfg, checkpointer=saver)
-            app.state.chat = OpenAIServingChat(agent, settings.served_model_name or policy.name,
-                                               settings.reasoning_effort, settings.max_input_chars, index_status)
+            app.state.chat = OpenAIServingChat(
+                agent, settings.served_model_name or policy.name, settings.reasoning_effort,
+                settings.max_input_chars, index_status,
+                admission=Admission(settings.max_running_requests, settings.max_queued_requests),
+                timeout_s=settings.request_timeout_s)
             app.state.docs = DocumentServing(retriever)
             app.state.policy, app.state.retriever = policy, retriever
             log.info("thinkgate ready: model=%s backend=%s weights=%s chunks=%s%s tau_think=%s", policy.name,
@@ -119,7 +150,7 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request):
-        res = await request.app.state.chat.create_chat_completion(req)
+        res = await _unless_disconnected(request, request.app.state.chat.create_chat_completion(req))
         if isinstance(res, ErrorResponse):
             return _error(res)
         if req.stream:

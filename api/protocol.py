@@ -27,17 +27,23 @@ class ErrorInfo(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """OpenAI's error body; `status_code` is the HTTP status and is not serialised."""
+    """OpenAI's error body; `status_code` (the HTTP status) and `headers` (e.g. ``Retry-After``)
+    are not serialised."""
 
     error: ErrorInfo
     status_code: int = Field(400, exclude=True)
+    headers: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @classmethod
     def make(cls, message: str, status_code: int = 400, *, type: str | None = None,
-             param: str | None = None, code: str | None = None) -> "ErrorResponse":
-        kind = type or {400: "invalid_request_error", 404: "invalid_request_error",
-                        422: "invalid_request_error", 500: "server_error", 503: "server_error"}.get(status_code, "invalid_request_error")
-        return cls(error=ErrorInfo(message=message, type=kind, param=param, code=code), status_code=status_code)
+             param: str | None = None, code: str | None = None,
+             headers: dict[str, str] | None = None) -> "ErrorResponse":
+        """An error; `type` defaults from the status (OpenAI's names: 401 authentication_error,
+        429 rate_limit_error, 5xx server_error, other 4xx invalid_request_error)."""
+        kind = type or {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+            status_code, "server_error" if status_code >= 500 else "invalid_request_error")
+        return cls(error=ErrorInfo(message=message, type=kind, param=param, code=code), status_code=status_code,
+                   headers=headers or {})
 
 
 def check_unicode(text: str, where: str) -> str:

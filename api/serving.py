@@ -3,8 +3,12 @@ for bad input). Streams are async iterators of SSE lines ending with ``data: [DO
 
 Contract:
 - Unknown model → 404 ``model_not_found``; input longer than the context allows → 400
-  ``context_length_exceeded``; a graph or backend failure → 500 (logged), or on a stream an
-  error event followed by ``[DONE]``.
+  ``context_length_exceeded``; running + queued turns at their bounds → 429 with ``Retry-After``;
+  past the per-request deadline → 504 ``deadline_exceeded``; anything else that fails → 500 with
+  an error id that is also logged with the traceback (never a 400: a bug is not the client's).
+  `create_error_response` maps an exception for both paths; a stream that already started
+  carries it as one ``data: {"error": …}`` event (`create_streaming_error_response`) followed by
+  ``[DONE]``.
 - Usage comes from the turn's token ledger (`agent.turn.TokenLedger`): completion_tokens is every
   token generated for the turn (reasoning, probes, answer) and never exceeds
   ``max_completion_tokens`` (or ``max_tokens``); reasoning_tokens is counted inside it.
@@ -15,10 +19,14 @@ import asyncio
 import json
 import logging
 import time
+import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 from agent.runner import Agent, Turn
+from agent.turn import TokenBudget
 from api import metrics
+from api.admission import Admission
 from api.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Choice, ChunkChoice,
                           DeltaMessage, DocumentIn, DocumentList, DocumentOut, ErrorResponse, ModelCard, ModelList,
                           ResponseMessage, SearchHit, SearchResponse, Usage, _cid)
@@ -28,6 +36,29 @@ log = logging.getLogger("thinkgate.api")
 
 # Room left in the context for passages, reasoning and information blocks (tokens).
 PASSAGE_RESERVE = 1536
+
+
+def create_error_response(exc: BaseException) -> ErrorResponse:
+    """The one mapping of a failure to OpenAI's error shape (plain and streaming responses).
+
+    `PromptTooLongError` → 400 ``context_length_exceeded``; `TimeoutError` (the request deadline)
+    → 504 ``deadline_exceeded``; any other exception → 500 whose message carries an id that is
+    logged with the traceback."""
+    if isinstance(exc, PromptTooLongError):
+        return ErrorResponse.make(str(exc), 400, param="messages", code="context_length_exceeded")
+    if isinstance(exc, TimeoutError):
+        return ErrorResponse.make("the request did not finish within the server's deadline "
+                                  "(THINKGATE_REQUEST_TIMEOUT_S); retry with a smaller max_completion_tokens "
+                                  "or reasoning_effort", 504, type="server_error", code="deadline_exceeded")
+    eid = uuid.uuid4().hex[:12]
+    log.error("internal error %s", eid, exc_info=(type(exc), exc, exc.__traceback__))
+    return ErrorResponse.make(f"internal error {eid} while generating; the server log has the details", 500,
+                              code="internal_error")
+
+
+def create_streaming_error_response(err: ErrorResponse) -> str:
+    """An error as one SSE event (a stream's HTTP status is already 200 when it fails)."""
+    return f"data: {json.dumps(err.model_dump())}\n\n"
 
 
 def _usage(turn: Turn) -> Usage:
@@ -48,15 +79,20 @@ class OpenAIServingChat:
         max_input_chars: longest message content accepted.
         index_status: returns the background index build's status dict while it is partial
             (added to each answer's metadata as ``index``), else None.
+        admission: bounds on running and queued turns (default: 4 running, 16 queued).
+        timeout_s: deadline of one request, queueing included (seconds).
     """
 
     def __init__(self, agent: Agent, model_name: str, default_effort: str = "auto", max_input_chars: int = 32_000,
-                 index_status: Callable[[], dict | None] | None = None):
+                 index_status: Callable[[], dict | None] | None = None, admission: Admission | None = None,
+                 timeout_s: float = 300.0):
         self.agent = agent
         self.model_name = model_name
         self.default_effort = default_effort
         self.max_input_chars = max_input_chars
         self.index_status = index_status or (lambda: None)
+        self.admission = admission or Admission(4, 16)
+        self.timeout_s = timeout_s
 
     def _metadata(self, turn: Turn) -> dict:
         meta = {"thread_id": turn.thread_id, "latency_s": round(turn.seconds, 3), **turn.metadata}
@@ -80,7 +116,7 @@ class OpenAIServingChat:
         policy = self.agent.context.policy
         prompt = len(policy.chat_prompt([{"role": m.role if m.role != "developer" else "system", "content": m.text}
                                          for m in req.messages]))
-        limit = req.token_limit or self.agent.context.config.max_answer_tokens
+        limit = TokenBudget.split(req.token_limit, self.agent.context.config).total
         room = policy.max_context - PASSAGE_RESERVE - limit
         if prompt > room:
             return ErrorResponse.make(f"messages take {prompt} tokens; with max_tokens={limit} and room for retrieved "
@@ -93,23 +129,33 @@ class OpenAIServingChat:
                     effort=req.reasoning_effort or self.default_effort, max_tokens=req.token_limit,
                     temperature=req.temperature, top_p=req.top_p, seed=req.seed)
 
+    def _overloaded(self) -> ErrorResponse:
+        n = self.admission.retry_after()
+        return ErrorResponse.make(f"the server is at capacity ({self.admission.max_running} running, "
+                                  f"{self.admission.max_queued} queued); retry after {n} s", 429,
+                                  type="rate_limit_error", code="server_overloaded", headers={"Retry-After": str(n)})
+
     async def create_chat_completion(self, req: ChatCompletionRequest
                                      ) -> ChatCompletionResponse | ErrorResponse | AsyncIterator[str]:
         """Answer `req`: a response, an SSE line iterator (stream=True), or an error value."""
         err = self._check(req)
         if err is not None:
             return err
+        ticket = self.admission.admit()
+        if ticket is None:
+            return self._overloaded()
         if req.stream:
-            return self._stream(req)
+            gen = self._stream(req, ticket)
+            weakref.finalize(gen, ticket.release)  # a stream never iterated still frees its place
+            return gen
         try:
-            turn = await self.agent.run(**self._args(req))
-        except PromptTooLongError as exc:
-            return ErrorResponse.make(str(exc), 400, param="messages", code="context_length_exceeded")
-        except ValueError as exc:
-            return ErrorResponse.make(str(exc), 400)
-        except Exception:
-            log.exception("chat completion failed")
-            return ErrorResponse.make("internal error while generating; see the server log", 500)
+            async with asyncio.timeout(self.timeout_s):
+                async with ticket:
+                    turn = await self.agent.run(**self._args(req))
+        except Exception as exc:
+            return create_error_response(exc)
+        finally:
+            ticket.release()
         metrics.observe_turn(turn)
         return ChatCompletionResponse(
             model=self.model_name,
@@ -120,17 +166,28 @@ class OpenAIServingChat:
             thinkgate=self._metadata(turn),
         )
 
-    async def _stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
+    async def _stream(self, req: ChatCompletionRequest, ticket) -> AsyncIterator[str]:
         cid, created = _cid(), int(time.time())
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         def chunk(delta: DeltaMessage, finish=None, **extra) -> str:
             c = ChatCompletionChunk(id=cid, created=created, model=self.model_name,
                                     choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra)
             return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
 
-        yield chunk(DeltaMessage(role="assistant", content=""))
+        agen = None
         try:
-            async for kind, value in self.agent.stream(**self._args(req)):
+            yield chunk(DeltaMessage(role="assistant", content=""))
+            async with asyncio.timeout_at(deadline):
+                await ticket.__aenter__()
+            agen = self.agent.stream(**self._args(req))
+            while True:
+                # the deadline bounds each wait for the next piece; leaving the generator (the client
+                # hung up) closes the agent's stream, which cancels generation in the backend
+                try:
+                    kind, value = await asyncio.wait_for(anext(agen), deadline - asyncio.get_running_loop().time())
+                except StopAsyncIteration:
+                    break
                 if kind == "content":
                     yield chunk(DeltaMessage(content=value))
                 elif kind == "reasoning":
@@ -144,15 +201,12 @@ class OpenAIServingChat:
                         c = ChatCompletionChunk(id=cid, created=created, model=self.model_name, choices=[],
                                                 usage=_usage(turn))
                         yield f"data: {c.model_dump_json(exclude_none=True)}\n\n"
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            if isinstance(exc, (PromptTooLongError, ValueError)):
-                err = ErrorResponse.make(str(exc), 400)
-            else:
-                log.exception("chat stream failed")
-                err = ErrorResponse.make("internal error while generating; see the server log", 500)
-            yield f"data: {json.dumps(err.model_dump())}\n\n"
+            yield create_streaming_error_response(create_error_response(exc))
+        finally:
+            if agen is not None:
+                await agen.aclose()
+            ticket.release()
         yield "data: [DONE]\n\n"
 
 

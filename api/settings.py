@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     reasoning_effort: ReasoningEffort = Field("auto", description="default when a request names none")
     max_input_chars: int = Field(32_000, ge=1, description="longest message content accepted, in characters")
     cache_slots: int = Field(4, ge=1, description="prefix KV caches kept (one per concurrent conversation)")
+    max_running_requests: int = Field(4, ge=1, description="chat turns generating at once")
+    max_queued_requests: int = Field(16, ge=0, description="admitted chat turns waiting for a running place; "
+                                                           "beyond running + queued a request gets 429 + Retry-After")
+    request_timeout_s: float = Field(300.0, gt=0, description="deadline of one chat request, queueing included "
+                                                              "(504 deadline_exceeded, or an error event on a stream)")
     tau_think: float | None = Field(None, description="override the gate threshold (nats)")
     tau_exit: float | None = Field(None, description="override the early-exit threshold (nats)")
 

@@ -5,6 +5,7 @@ counts equal character counts and the transcript can be read back exactly.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 
@@ -27,8 +28,10 @@ class MockPolicy(Policy):
     eos_token_ids = (EOS,)
     special_tokens = ("<|im_end|>", "<|im_start|>")
 
-    def __init__(self, script: Callable[[str, str], tuple[str, float, bool]]):
+    def __init__(self, script: Callable[[str, str], tuple[str, float, bool]], token_delay_s: float = 0.0):
         self.script = script
+        self.token_delay_s = token_delay_s  # > 0: each token takes this long (overload, deadline tests)
+        self.generated_tokens = 0  # tokens handed out so far, counted as they go
         self.calls: list[tuple[str, str, GenerationParams]] = []
 
     def tokenize(self, text: str) -> list[int]:
@@ -61,6 +64,9 @@ class MockPolicy(Policy):
         toks = self.tokenize(out) + ([EOS] if eos else [])
         sent = ""
         for i, t in enumerate(toks[: params.max_tokens]):
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            self.generated_tokens += 1
             sent += self.detokenize([t])
             last = i == len(toks) - 1 or i == params.max_tokens - 1
             reason = EOS if t == EOS else None
