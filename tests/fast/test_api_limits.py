@@ -19,7 +19,7 @@ from tests.helpers import FakeEmbedder, MockPolicy
 
 
 def script(prompt, kind):
-    return ("An answer of some length.", 0.1, True)
+    return ("Short answer.", 0.1, True)  # under draft_tokens: the draft is the whole answer
 
 
 async def _client(tmp_path, policy, **settings):
@@ -29,7 +29,7 @@ async def _client(tmp_path, policy, **settings):
 
 
 async def test_burst_beyond_the_queue_gets_429_and_every_admitted_request_is_answered(tmp_path):
-    policy = MockPolicy(script, token_delay_s=0.01)  # ~0.3 s a turn
+    policy = MockPolicy(script, token_delay_s=0.03)  # ~0.4 s a turn
     app = await _client(tmp_path, policy, max_running_requests=2, max_queued_requests=3)
     body = {"messages": [{"role": "user", "content": "hi"}]}
     async with app.router.lifespan_context(app):
@@ -53,7 +53,7 @@ async def test_burst_beyond_the_queue_gets_429_and_every_admitted_request_is_ans
             answer = "".join(ch["delta"].get("content") or "" for e in events for ch in e["choices"])
         else:
             answer = json.loads(text)["choices"][0]["message"]["content"]
-        assert answer == "An answer of some length."
+        assert answer == "Short answer."
     lat = sorted(s for _, _, s in ok)
     print(f"burst 16: admitted {len(ok)}, refused {len(refused)}, admitted latency p50 "
           f"{statistics.median(lat):.2f} s, max {lat[-1]:.2f} s")
