@@ -61,6 +61,20 @@ def create_streaming_error_response(err: ErrorResponse) -> str:
     return f"data: {json.dumps(err.model_dump())}\n\n"
 
 
+_END = object()
+
+
+async def _pump(agen: AsyncIterator, queue: asyncio.Queue) -> None:
+    """Move `agen`'s items into `queue`, then an exception if it failed, then `_END`."""
+    try:
+        async for item in agen:
+            queue.put_nowait(item)
+    except Exception as exc:
+        queue.put_nowait(exc)
+    finally:
+        queue.put_nowait(_END)
+
+
 def _usage(turn: Turn) -> Usage:
     """OpenAI usage from the turn's ledger (`agent.turn.TokenLedger` defines the sums)."""
     t = turn.tokens
@@ -175,19 +189,22 @@ class OpenAIServingChat:
                                     choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra)
             return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
 
-        agen = None
+        queue: asyncio.Queue = asyncio.Queue()
+        pump = None
         try:
             yield chunk(DeltaMessage(role="assistant", content=""))
             async with asyncio.timeout_at(deadline):
                 await ticket.__aenter__()
-            agen = self.agent.stream(**self._args(req))
+            # the agent's stream runs in its own task, so that leaving this generator (the client
+            # hung up) or the deadline can cancel it at once: cancelling stops the backend's generation
+            pump = asyncio.ensure_future(_pump(self.agent.stream(**self._args(req)), queue))
             while True:
-                # the deadline bounds each wait for the next piece; leaving the generator (the client
-                # hung up) closes the agent's stream, which cancels generation in the backend
-                try:
-                    kind, value = await asyncio.wait_for(anext(agen), deadline - asyncio.get_running_loop().time())
-                except StopAsyncIteration:
+                item = await asyncio.wait_for(queue.get(), deadline - asyncio.get_running_loop().time())
+                if item is _END:
                     break
+                if isinstance(item, BaseException):
+                    raise item
+                kind, value = item
                 if kind == "content":
                     yield chunk(DeltaMessage(content=value))
                 elif kind == "reasoning":
@@ -204,8 +221,8 @@ class OpenAIServingChat:
         except Exception as exc:
             yield create_streaming_error_response(create_error_response(exc))
         finally:
-            if agen is not None:
-                await agen.aclose()
+            if pump is not None and not pump.done():
+                pump.cancel()  # not awaited: a cancelled request cannot await; the task unwinds alone
             ticket.release()
         yield "data: [DONE]\n\n"
 

@@ -177,6 +177,7 @@ class LocalPolicy(HFTokenizerMixin, Policy):
                     ent, vent = self._entropy(logits)
                     tok = self._pick(logits, params, rng)
                     out.append(tok)
+                    self.stats["generated_tokens"] += 1  # live: a cancelled generation stops counting here
                     feed = [tok]
                     done = False
                     if tok in stop_ids:
@@ -215,7 +216,6 @@ class LocalPolicy(HFTokenizerMixin, Policy):
             self.stats["generations"] += 1
             self.stats["prompt_tokens"] += len(ids)
             self.stats["cached_tokens"] += cached
-            self.stats["generated_tokens"] += len(out)
 
     def reset_cache(self) -> None:
         """Forget every cached prefix (benchmarks use this to time a cold prompt); a backend that

@@ -153,7 +153,7 @@ def byte_bpe_tokenizer():
     return t
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, hidden_size: int = 32):
+def tiny_llama(vocab_size: int, seed: int = 0, hidden_size: int = 32, max_positions: int = 512):
     """A 2-layer random-init Llama (about 100k parameters at hidden_size 32; 4 heads, so head size
     hidden_size / 4: onnxruntime's GroupQueryAttention needs a multiple of 16, i.e. hidden_size 64)."""
     import torch
@@ -161,7 +161,7 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden_size: int = 32):
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                       bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()
 
