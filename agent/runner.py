@@ -5,9 +5,10 @@ Contract:
   reasoning, token ledger, decision trace); `max_tokens` bounds every generated token of the
   turn (OpenAI's max_completion_tokens; `agent.turn.TokenBudget`).
 - `Agent.stream(...)` yields ``("content"|"reasoning", text)`` pieces, then ``("done", Turn)``.
-- With a `thread_id` whose thread already exists, only the newest user message is taken
-  from `messages`; the earlier turns come from the checkpointer. Without one, a fresh
-  thread is made and every message given is the history.
+- With a `thread_id` the turn is stored in the checkpointer under it; when that thread already
+  exists, only the newest user message is taken from `messages` (the earlier turns come from the
+  checkpointer). Without one nothing is stored: every message given is the history, and the
+  `Turn`'s thread_id is None.
 - `effort` accepts `agent.state.EFFORTS` (ours none/auto/high and OpenAI's minimal/low/medium).
 - Errors: `ValueError` for an unknown effort or no user message.
 """
@@ -37,7 +38,11 @@ class Agent:
     def __init__(self, policy, retriever=None, config: AgentConfig | None = None, checkpointer=None):
         self.context = Context(policy=policy, retriever=retriever, config=config or AgentConfig())
         self.graph = build_graph(checkpointer)
+        self.ephemeral_graph = build_graph(None) if checkpointer is not None else self.graph
         self.checkpointer = checkpointer
+
+    def _graph(self, thread_id: str | None):
+        return self.graph if thread_id else self.ephemeral_graph
 
     async def _inputs(self, messages: Sequence[dict], thread_id: str | None, effort: str | None,
                       max_tokens: int | None, temperature: float, seed: int | None,
@@ -66,8 +71,8 @@ class Agent:
         """Answer the newest user message; see the module docstring."""
         t0 = time.perf_counter()
         inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p)
-        state = await self.graph.ainvoke(inputs, config, context=self.context)
-        return self._turn(state, config, eff, t0)
+        state = await self._graph(thread_id).ainvoke(inputs, config, context=self.context)
+        return self._turn(state, thread_id, eff, t0)
 
     async def stream(self, messages: Sequence[dict], *, thread_id: str | None = None, effort: str | None = None,
                      max_tokens: int | None = None, temperature: float = 0.0,
@@ -76,14 +81,13 @@ class Agent:
         t0 = time.perf_counter()
         inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p)
         state: dict = {}
-        async for mode, chunk in self.graph.astream(inputs, config, context=self.context,
+        async for mode, chunk in self._graph(thread_id).astream(inputs, config, context=self.context,
                                                     stream_mode=["custom", "values"]):
             if mode == "custom":
                 yield chunk["type"], chunk["text"]
             else:
                 state = chunk
-        yield "done", self._turn(state, config, eff, t0)
+        yield "done", self._turn(state, thread_id, eff, t0)
 
-    def _turn(self, state: dict, config: dict, effort: str, t0: float) -> Turn:
-        return Turn.from_state(state, config["configurable"]["thread_id"], effort, self.context.config,
-                               time.perf_counter() - t0)
+    def _turn(self, state: dict, thread_id: str | None, effort: str, t0: float) -> Turn:
+        return Turn.from_state(state, thread_id, effort, self.context.config, time.perf_counter() - t0)

@@ -128,6 +128,7 @@ class Turn:
     """One answered turn.
 
     Attributes:
+        thread_id: the stored thread, or None when the turn was not stored.
         answer / reasoning: the text shown as content / reasoning_content.
         finish_reason: "stop" or "length" (the completion budget ran out).
         decision / reason: "answer" or "think", and why (the gate's trace).
@@ -139,7 +140,7 @@ class Turn:
         transcript: token ids of the prompt plus the assistant turn.
     """
 
-    thread_id: str
+    thread_id: str | None
     answer: str
     reasoning: str
     finish_reason: str
@@ -163,7 +164,7 @@ class Turn:
                 "tokens": self.tokens.to_dict(), "budget": asdict(self.budget)}
 
     @classmethod
-    def from_state(cls, state: dict, thread_id: str, effort: str, cfg: AgentConfig, seconds: float) -> "Turn":
+    def from_state(cls, state: dict, thread_id: str | None, effort: str, cfg: AgentConfig, seconds: float) -> "Turn":
         """Build from the graph's final state."""
         cited = {int(n) for n in re.findall(r"\[(\d+)\]", state.get("answer", ""))}
         details = {

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +21,8 @@ from agent.config import AgentConfig, calibration_mismatch
 from agent.runner import Agent
 from api import metrics
 from api.admission import Admission
+from api.auth import APIError, Caller, KeyAuth, parse_keys
+from api.threads import ThreadStore
 from api.protocol import ChatCompletionRequest, DocumentIn, ErrorResponse
 from api.serving import DocumentServing, OpenAIServingChat
 from api.settings import Settings
@@ -62,6 +64,20 @@ async def _unless_disconnected(request: Request, coro):
             await work
         return ErrorResponse.make("the client closed the connection", 499, code="client_closed_request")
     return work.result()
+
+
+async def _expire_threads(threads: ThreadStore, ttl_s: float) -> None:
+    """Delete expired threads now and then every ttl/4 (at most every 10 minutes)."""
+    if ttl_s <= 0:
+        return
+    while True:
+        try:
+            n = await threads.expire(ttl_s)
+            if n:
+                log.info("deleted %d threads unused for %.0f s", n, ttl_s)
+        except Exception:
+            log.exception("thread expiry failed")
+        await asyncio.sleep(min(ttl_s / 4, 600.0))
 
 
 def create_app(settings: Settings | None = None, *, policy=None, retriever=None, agent_config=None,
@@ -111,22 +127,51 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
                 calibration_mismatch(model_dir, policy.backend, policy.weights)
         settings.resolved_threads_db.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(settings.resolved_threads_db)) as saver:
+            await saver.setup()
+            threads = ThreadStore(saver)
+            await threads.setup()
             agent = Agent(policy, retriever, cfg, checkpointer=saver)
             app.state.chat = OpenAIServingChat(
                 agent, settings.served_model_name or policy.name, settings.reasoning_effort,
                 settings.max_input_chars, index_status,
                 admission=Admission(settings.max_running_requests, settings.max_queued_requests),
-                timeout_s=settings.request_timeout_s)
+                timeout_s=settings.request_timeout_s, threads=threads)
+            expiry = asyncio.ensure_future(_expire_threads(threads, settings.thread_ttl_s))
             app.state.docs = DocumentServing(retriever)
             app.state.policy, app.state.retriever = policy, retriever
             log.info("thinkgate ready: model=%s backend=%s weights=%s chunks=%s%s tau_think=%s", policy.name,
                      policy.backend, policy.weights, len(retriever) if retriever is not None else 0,
                      " (demo index building in the background)" if indexing is not None else "", cfg.tau_think)
-            yield
-            await policy.close()
+            try:
+                yield
+            finally:
+                expiry.cancel()
+                await policy.close()
 
     app = FastAPI(title="thinkgate", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible chat over documents with an entropy-gated thinking agent.")
+
+    auth = KeyAuth(parse_keys(settings.api_keys), parse_keys(settings.admin_api_keys))
+
+    def caller(request: Request) -> Caller:
+        return auth.check(request.headers.get("authorization"))
+
+    def admin(request: Request) -> Caller:
+        return auth.check(request.headers.get("authorization"), admin=True)
+
+    def ops(request: Request) -> None:
+        if settings.protect_health:
+            auth.check(request.headers.get("authorization"))
+
+    if settings.cors_origins.strip():
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(parse_keys(settings.cors_origins)),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return _error(exc.error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -149,8 +194,8 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         return _error(ErrorResponse.make("internal server error; see the server log", 500))
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest, request: Request):
-        res = await _unless_disconnected(request, request.app.state.chat.create_chat_completion(req))
+    async def chat_completions(req: ChatCompletionRequest, request: Request, who: Caller = Depends(caller)):
+        res = await _unless_disconnected(request, request.app.state.chat.create_chat_completion(req, who.owner))
         if isinstance(res, ErrorResponse):
             return _error(res)
         if req.stream:
@@ -158,28 +203,32 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return _result(res)
 
+    @app.delete("/v1/threads/{thread_id}")
+    async def delete_thread(thread_id: str, request: Request, who: Caller = Depends(caller)):
+        return _result(await request.app.state.chat.delete_thread(thread_id, who.owner))
+
     @app.get("/v1/models")
-    async def models(request: Request):
+    async def models(request: Request, who: Caller = Depends(caller)):
         return _result(request.app.state.chat.models())
 
     @app.post("/v1/documents", status_code=201)
-    async def add_document(doc: DocumentIn, request: Request):
+    async def add_document(doc: DocumentIn, request: Request, who: Caller = Depends(admin)):
         return _result(await request.app.state.docs.add(doc), 201)
 
     @app.get("/v1/documents")
-    async def list_documents(request: Request):
+    async def list_documents(request: Request, who: Caller = Depends(caller)):
         return _result(await request.app.state.docs.list())
 
     @app.delete("/v1/documents/{source:path}")
-    async def delete_document(source: str, request: Request):
+    async def delete_document(source: str, request: Request, who: Caller = Depends(admin)):
         return _result(await request.app.state.docs.delete(source))
 
     @app.get("/v1/search")
     async def search(request: Request, q: str = Query(min_length=1, max_length=2000),
-                     k: int = Query(5, ge=1, le=100)):
+                     k: int = Query(5, ge=1, le=100), who: Caller = Depends(caller)):
         return _result(await request.app.state.docs.search(q, k))
 
-    @app.get("/healthz")
+    @app.get("/healthz", dependencies=[Depends(ops)])
     async def healthz(request: Request):
         try:
             ph = await request.app.state.policy.health()
@@ -192,7 +241,7 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
             body["index"] = indexing.status().to_dict()
         return body
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(ops)])
     async def prometheus():
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)

@@ -102,7 +102,11 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=1, description="only one choice is generated")
     seed: int | None = None
     reasoning_effort: ReasoningEffort | None = None
-    thread_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    thread_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                  description="continue (or start) a thread stored on the server; send only "
+                                              "the new user message. Threads belong to the API key that made them.")
+    store: bool = Field(False, description="store this turn as a new thread (its id comes back as "
+                                           "thinkgate.thread_id); implied by thread_id")
     user: str | None = None
 
     @field_validator("messages")
@@ -178,6 +182,12 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     thinkgate: dict[str, Any] | None = None
+
+
+class ThreadDeleted(BaseModel):
+    id: str
+    object: Literal["thread.deleted"] = "thread.deleted"
+    deleted: bool = True
 
 
 class ModelCard(BaseModel):

@@ -29,7 +29,7 @@ from api import metrics
 from api.admission import Admission
 from api.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Choice, ChunkChoice,
                           DeltaMessage, DocumentIn, DocumentList, DocumentOut, ErrorResponse, ModelCard, ModelList,
-                          ResponseMessage, SearchHit, SearchResponse, Usage, _cid)
+                          ResponseMessage, SearchHit, SearchResponse, ThreadDeleted, Usage, _cid)
 from policy.base import PromptTooLongError
 
 log = logging.getLogger("thinkgate.api")
@@ -95,11 +95,12 @@ class OpenAIServingChat:
             (added to each answer's metadata as ``index``), else None.
         admission: bounds on running and queued turns (default: 4 running, 16 queued).
         timeout_s: deadline of one request, queueing included (seconds).
+        threads: `api.threads.ThreadStore` for ownership (None: threads are not checked).
     """
 
     def __init__(self, agent: Agent, model_name: str, default_effort: str = "auto", max_input_chars: int = 32_000,
                  index_status: Callable[[], dict | None] | None = None, admission: Admission | None = None,
-                 timeout_s: float = 300.0):
+                 timeout_s: float = 300.0, threads=None):
         self.agent = agent
         self.model_name = model_name
         self.default_effort = default_effort
@@ -107,6 +108,7 @@ class OpenAIServingChat:
         self.index_status = index_status or (lambda: None)
         self.admission = admission or Admission(4, 16)
         self.timeout_s = timeout_s
+        self.threads = threads
 
     def _metadata(self, turn: Turn) -> dict:
         meta = {"thread_id": turn.thread_id, "latency_s": round(turn.seconds, 3), **turn.metadata}
@@ -138,8 +140,21 @@ class OpenAIServingChat:
                                       code="context_length_exceeded")
         return None
 
-    def _args(self, req: ChatCompletionRequest) -> dict:
-        return dict(messages=[{"role": m.role, "content": m.text} for m in req.messages], thread_id=req.thread_id,
+    async def _thread(self, req: ChatCompletionRequest, owner: str) -> str | None | ErrorResponse:
+        """The thread to store this turn in (None: not stored), or 404 when it is another owner's."""
+        tid = req.thread_id or (uuid.uuid4().hex if req.store else None)
+        if tid is not None and self.threads is not None and not await self.threads.claim(tid, owner):
+            return ErrorResponse.make(f"no thread {tid!r}", 404, param="thread_id", code="thread_not_found")
+        return tid
+
+    async def delete_thread(self, thread_id: str, owner: str) -> ThreadDeleted | ErrorResponse:
+        """Delete a stored thread of `owner` (404 when there is none)."""
+        if self.threads is None or not await self.threads.delete(thread_id, owner):
+            return ErrorResponse.make(f"no thread {thread_id!r}", 404, param="thread_id", code="thread_not_found")
+        return ThreadDeleted(id=thread_id)
+
+    def _args(self, req: ChatCompletionRequest, thread_id: str | None) -> dict:
+        return dict(messages=[{"role": m.role, "content": m.text} for m in req.messages], thread_id=thread_id,
                     effort=req.reasoning_effort or self.default_effort, max_tokens=req.token_limit,
                     temperature=req.temperature, top_p=req.top_p, seed=req.seed)
 
@@ -149,23 +164,27 @@ class OpenAIServingChat:
                                   f"{self.admission.max_queued} queued); retry after {n} s", 429,
                                   type="rate_limit_error", code="server_overloaded", headers={"Retry-After": str(n)})
 
-    async def create_chat_completion(self, req: ChatCompletionRequest
+    async def create_chat_completion(self, req: ChatCompletionRequest, owner: str = "anonymous"
                                      ) -> ChatCompletionResponse | ErrorResponse | AsyncIterator[str]:
-        """Answer `req`: a response, an SSE line iterator (stream=True), or an error value."""
-        err = self._check(req)
+        """Answer `req` for `owner` (a key digest, `api.auth.Caller.owner`): a response, an SSE line
+        iterator (stream=True), or an error value."""
+        err = await asyncio.to_thread(self._check, req)  # tokenizing a long request stays off the event loop
         if err is not None:
             return err
+        tid = await self._thread(req, owner)
+        if isinstance(tid, ErrorResponse):
+            return tid
         ticket = self.admission.admit()
         if ticket is None:
             return self._overloaded()
         if req.stream:
-            gen = self._stream(req, ticket)
+            gen = self._stream(req, ticket, tid)
             weakref.finalize(gen, ticket.release)  # a stream never iterated still frees its place
             return gen
         try:
             async with asyncio.timeout(self.timeout_s):
                 async with ticket:
-                    turn = await self.agent.run(**self._args(req))
+                    turn = await self.agent.run(**self._args(req, tid))
         except Exception as exc:
             return create_error_response(exc)
         finally:
@@ -180,7 +199,7 @@ class OpenAIServingChat:
             thinkgate=self._metadata(turn),
         )
 
-    async def _stream(self, req: ChatCompletionRequest, ticket) -> AsyncIterator[str]:
+    async def _stream(self, req: ChatCompletionRequest, ticket, tid: str | None) -> AsyncIterator[str]:
         cid, created = _cid(), int(time.time())
         deadline = asyncio.get_running_loop().time() + self.timeout_s
 
@@ -197,7 +216,7 @@ class OpenAIServingChat:
                 await ticket.__aenter__()
             # the agent's stream runs in its own task, so that leaving this generator (the client
             # hung up) or the deadline can cancel it at once: cancelling stops the backend's generation
-            pump = asyncio.ensure_future(_pump(self.agent.stream(**self._args(req)), queue))
+            pump = asyncio.ensure_future(_pump(self.agent.stream(**self._args(req, tid)), queue))
             while True:
                 item = await asyncio.wait_for(queue.get(), deadline - asyncio.get_running_loop().time())
                 if item is _END:

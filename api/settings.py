@@ -44,6 +44,14 @@ class Settings(BaseSettings):
                                                            "beyond running + queued a request gets 429 + Retry-After")
     request_timeout_s: float = Field(300.0, gt=0, description="deadline of one chat request, queueing included "
                                                               "(504 deadline_exceeded, or an error event on a stream)")
+    api_keys: str = Field("", description="comma-separated API keys; when set, every request needs "
+                                          "'Authorization: Bearer <key>' (401 otherwise)")
+    admin_api_keys: str = Field("", description="comma-separated admin keys; when set, only they may add or "
+                                                "delete documents (403 otherwise); they are valid API keys too")
+    protect_health: bool = Field(False, description="also require a key for /healthz and /metrics")
+    cors_origins: str = Field("", description="comma-separated origins browsers may call from ('*': any)")
+    thread_ttl_s: float = Field(7 * 86400.0, ge=0, description="stored threads unused this long are deleted "
+                                                               "(0: never)")
     tau_think: float | None = Field(None, description="override the gate threshold (nats)")
     tau_exit: float | None = Field(None, description="override the early-exit threshold (nats)")
 
