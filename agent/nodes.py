@@ -31,7 +31,7 @@ from agent.turn import TokenBudget, completion_left, empty_counts, hidden_left
 from policy.base import Generation, GenerationParams
 from policy.entropy import aggregate
 from policy.format import THINK_CLOSE, THINK_OPEN, find_search, information_block
-from tasks.prompt import build_messages, select_passages
+from tasks.prompt import build_messages, passage_title, select_passages
 
 STEP_STOPS = ("\n\n", "</search>", THINK_CLOSE)
 
@@ -205,7 +205,7 @@ async def retrieve_more(state: State, runtime: Runtime[Context]) -> dict:
     tokens = dict(state["tokens"])
     update: dict = {"pending_query": None, "retrievals": state["retrievals"] + [rec], "tokens": tokens}
     if new:
-        block = "\n" + information_block([(p["n"], p["heading"] or p["source"], p["text"]) for p in new]) + "\n\n"
+        block = "\n" + information_block([(p["n"], passage_title(p), p["text"]) for p in new]) + "\n\n"
         ids = ctx.policy.tokenize(block)
         tokens["information"] += len(ids)
         _emit(runtime, "reasoning", block)

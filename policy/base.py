@@ -202,7 +202,30 @@ class HFTokenizerMixin:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def chat_prompt(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> list[int]:
-        """Token ids of `messages` rendered by the tokenizer's chat template."""
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
-        return self.tokenize(text)
+        """Token ids of `messages` rendered by the tokenizer's chat template.
+
+        Message contents are always text: a special-token string inside one (``<|im_end|>`` typed by
+        a user, or in a document's name) is tokenized as ordinary characters, never as a control
+        token — only the template's own markup yields control tokens. Contents without such a
+        string tokenize exactly as the whole rendered template does (what training tokenizes)."""
+        msgs = list(messages)
+        specials = [t for t in (self.tokenizer.all_special_tokens or []) if t]
+        if not any(t in str(m.get("content", "")) for m in msgs for t in specials):
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+            return self.tokenize(text)
+        # render with placeholder contents, then tokenize the template's pieces as markup and each
+        # content with special-token parsing off
+        marks = [f"\ue000thinkgate-content-{i}\ue000" for i in range(len(msgs))]
+        rendered = self.tokenizer.apply_chat_template([{**m, "content": mk} for m, mk in zip(msgs, marks)],
+                                                      tokenize=False, add_generation_prompt=add_generation_prompt)
+        ids: list[int] = []
+        pos = 0
+        for m, mk in zip(msgs, marks):
+            at = rendered.find(mk, pos)
+            if at < 0:  # the template dropped this message (e.g. a system prompt it replaces)
+                continue
+            ids += self.tokenize(rendered[pos:at])
+            ids += list(self.tokenizer.encode(str(m["content"]), add_special_tokens=False,
+                                              split_special_tokens=True))
+            pos = at + len(mk)
+        return ids + self.tokenize(rendered[pos:])

@@ -20,8 +20,9 @@ SYSTEM_PROMPT = "Answer briefly. Cite passages you use as [n]. Think in <think> 
 
 
 def passage_title(p: dict) -> str:
-    """Short label of a passage: its heading, else the file name of its source."""
-    return p.get("heading") or p["source"].rsplit("/", 1)[-1]
+    """Short label of a passage: its heading, else the file name of its source (`select_passages`
+    stores it sanitized as ``title``)."""
+    return p.get("title") or p.get("heading") or p["source"].rsplit("/", 1)[-1]
 
 
 def render_passages(passages: list[dict]) -> str:
@@ -61,7 +62,8 @@ def select_passages(hits: Iterable, k: int, *, min_score: float = 0.0, seen: set
         start_n: citation number of the first passage ([n]).
 
     Returns:
-        dicts {n, id, source, heading, text, score, trigger}, texts sanitized.
+        dicts {n, id, source, heading, title, text, score, trigger}; heading, title (what the prompt
+        shows: the heading, else the source's file name) and text sanitized.
     """
     special = tuple(special_tokens)
     out: list[dict] = []
@@ -70,7 +72,8 @@ def select_passages(hits: Iterable, k: int, *, min_score: float = 0.0, seen: set
             break
         if h.id in seen or float(h.score) < min_score:
             continue
-        out.append({"n": start_n + len(out), "id": h.id, "source": h.source,
-                    "heading": clean_passage(h.heading, special), "text": clean_passage(h.text, special),
-                    "score": round(float(h.score), 4), "trigger": trigger})
+        heading = clean_passage(h.heading, special)
+        title = heading or clean_passage(h.source.rsplit("/", 1)[-1], special)  # a source name is text too
+        out.append({"n": start_n + len(out), "id": h.id, "source": h.source, "heading": heading, "title": title,
+                    "text": clean_passage(h.text, special), "score": round(float(h.score), 4), "trigger": trigger})
     return out
