@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -219,9 +219,15 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
     async def list_documents(request: Request, who: Caller = Depends(caller)):
         return _result(await request.app.state.docs.list())
 
-    @app.delete("/v1/documents/{source:path}")
-    async def delete_document(source: str, request: Request, who: Caller = Depends(admin)):
-        return _result(await request.app.state.docs.delete(source))
+    @app.delete("/v1/documents/{doc_id}")
+    async def delete_document(request: Request, doc_id: str = Path(pattern=r"^doc_[0-9a-f]{24}$"),
+                              who: Caller = Depends(admin)):
+        return _result(await request.app.state.docs.delete(doc_id))
+
+    @app.delete("/v1/documents")
+    async def delete_document_by_source(request: Request, source: str = Query(min_length=1, max_length=512),
+                                        who: Caller = Depends(admin)):
+        return _result(await request.app.state.docs.delete_source(source))
 
     @app.get("/v1/search")
     async def search(request: Request, q: str = Query(min_length=1, max_length=2000),

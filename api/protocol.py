@@ -8,6 +8,7 @@ ignored, as OpenAI clients send many. Our additions are optional request fields
 from __future__ import annotations
 
 import time
+import unicodedata
 import uuid
 from typing import Any, Literal
 
@@ -217,16 +218,41 @@ class DocumentIn(BaseModel):
             raise ValueError("must not be blank")
         return v
 
+    @field_validator("source")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        check_unicode(v, "source")
+        bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+        if bad is not None:
+            raise ValueError(f"must not contain control or format characters (found U+{ord(bad):04X} at "
+                             f"{v.index(bad)}): newlines, NUL, ESC and bidi controls are refused")
+        return v
+
+    @field_validator("text")
+    @classmethod
+    def _valid_text(cls, v: str) -> str:
+        return check_unicode(v, "text")
+
 
 class DocumentOut(BaseModel):
+    id: str = Field(description="opaque id: DELETE /v1/documents/{id} removes the document")
     source: str
     chunks: int
     object: Literal["document"] = "document"
 
 
+class DocumentInfo(BaseModel):
+    id: str
+    source: str
+    chunks: int
+    sha256: str
+    added: float
+    object: Literal["document"] = "document"
+
+
 class DocumentList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[dict]
+    data: list[DocumentInfo]
 
 
 class SearchHit(BaseModel):

@@ -31,6 +31,7 @@ from api.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatComple
                           DeltaMessage, DocumentIn, DocumentList, DocumentOut, ErrorResponse, ModelCard, ModelList,
                           ResponseMessage, SearchHit, SearchResponse, ThreadDeleted, Usage, _cid)
 from policy.base import PromptTooLongError
+from retrieval.index import document_id
 
 log = logging.getLogger("thinkgate.api")
 
@@ -264,20 +265,34 @@ class DocumentServing:
             n = await asyncio.to_thread(self.retriever.add_text, doc.source, doc.text, doc.format)
         except ValueError as exc:
             return ErrorResponse.make(str(exc), 400, param="text")
-        return DocumentOut(source=doc.source, chunks=n)
+        return DocumentOut(id=document_id(doc.source), source=doc.source, chunks=n)
 
     async def list(self) -> DocumentList | ErrorResponse:
         if err := self._missing():
             return err
         return DocumentList(data=await asyncio.to_thread(self.retriever.index.sources))
 
-    async def delete(self, source: str) -> DocumentOut | ErrorResponse:
+    async def _delete_source(self, source: str) -> DocumentOut:
+        n = await asyncio.to_thread(self.retriever.delete, source)
+        return DocumentOut(id=document_id(source), source=source, chunks=n)
+
+    async def delete(self, doc_id: str) -> DocumentOut | ErrorResponse:
+        """Delete the document with opaque id `doc_id` (404 when there is none)."""
+        if err := self._missing():
+            return err
+        sources = await asyncio.to_thread(self.retriever.index.sources)
+        match = next((d["source"] for d in sources if d["id"] == doc_id), None)
+        if match is None:
+            return ErrorResponse.make(f"no document with id {doc_id!r}", 404, param="id", code="not_found")
+        return await self._delete_source(match)
+
+    async def delete_source(self, source: str) -> DocumentOut | ErrorResponse:
+        """Delete the document named exactly `source` (404 when there is none)."""
         if err := self._missing():
             return err
         if self.retriever.index.file_hash(source) is None:
             return ErrorResponse.make(f"no document with source {source!r}", 404, param="source", code="not_found")
-        n = await asyncio.to_thread(self.retriever.delete, source)
-        return DocumentOut(source=source, chunks=n)
+        return await self._delete_source(source)
 
     async def search(self, q: str, k: int) -> SearchResponse | ErrorResponse:
         if err := self._missing():

@@ -17,6 +17,7 @@ Contract:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -39,6 +40,16 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL, position INTEGER NOT NULL, embedding BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 """
+
+
+def document_id(source: str) -> str:
+    """The opaque id of the document stored under `source` (stable: a digest of the name), so a
+    client deletes by id without putting a raw name into a URL.
+
+    >>> document_id("notes/gen.md")
+    'doc_2e6aa7d6ce4390578dac29e7'
+    """
+    return "doc_" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:24]
 
 
 @dataclass
@@ -274,10 +285,11 @@ class ChunkIndex:
             last = rows[-1][0]
 
     def sources(self) -> list[dict]:
-        """Indexed sources: [{"source", "chunks", "sha256", "added"}] sorted by source."""
+        """Indexed sources: [{"id", "source", "chunks", "sha256", "added"}] sorted by source
+        (`id` = `document_id(source)`)."""
         with self._lock:
             rows = self.db.execute("SELECT source, n_chunks, sha256, added FROM files ORDER BY source").fetchall()
-        return [{"source": s, "chunks": n, "sha256": h, "added": a} for s, n, h, a in rows]
+        return [{"id": document_id(s), "source": s, "chunks": n, "sha256": h, "added": a} for s, n, h, a in rows]
 
     def __len__(self) -> int:
         with self._lock:

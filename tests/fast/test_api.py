@@ -128,13 +128,17 @@ async def test_models_health_metrics(client):
 async def test_documents_and_search(client):
     r = await client.post("/v1/documents", json={"source": "notes/gen.md", "text": "# Gen\n\nyield makes generators",
                                                  "format": "md"})
-    assert r.status_code == 201 and r.json() == {"source": "notes/gen.md", "chunks": 1, "object": "document"}
+    doc_id = r.json()["id"]
+    assert r.status_code == 201 and r.json() == {"id": doc_id, "source": "notes/gen.md", "chunks": 1,
+                                                 "object": "document"}
     r = await client.get("/v1/search", params={"q": "yield generators", "k": 1})
     assert r.status_code == 200 and r.json()["data"][0]["source"] == "notes/gen.md"
     assert {d["source"] for d in (await client.get("/v1/documents")).json()["data"]} == {"doc.md", "notes/gen.md"}
-    r = await client.delete("/v1/documents/notes/gen.md")
+    assert doc_id in {d["id"] for d in (await client.get("/v1/documents")).json()["data"]}
+    r = await client.delete(f"/v1/documents/{doc_id}")
     assert r.status_code == 200 and r.json()["chunks"] == 1
-    assert (await client.delete("/v1/documents/notes/gen.md")).status_code == 404
+    assert (await client.delete(f"/v1/documents/{doc_id}")).status_code == 404
+    assert (await client.delete("/v1/documents/notes/gen.md")).status_code == 404  # names are not ids
     for bad in ({"source": "x"}, {"source": " ", "text": "t"}, {"source": "x", "text": "t", "format": "pdf"}):
         r = await client.post("/v1/documents", json=bad)
         assert r.status_code == 400 and "error" in r.json()
@@ -193,3 +197,19 @@ async def test_top_p_and_temperature_reach_reasoning_and_answer_tokens(tmp_path)
     assert first["step"].temperature == 0.7 and first["step"].top_p == 0.9 and first["step"].seed == 3
     answer = [p for kind, _, p in policy.calls if kind == "draft" and p.temperature > 0]
     assert answer and all(p.top_p == 0.9 for p in answer)
+
+
+async def test_delete_matches_exactly_and_names_are_plain(client):
+    """Regression: POST "a", POST "a\n", DELETE "a%0A" deleted "a" (issue 9)."""
+    r = await client.post("/v1/documents", json={"source": "a", "text": "alpha"})
+    assert r.status_code == 201
+    for bad in ("a\n", "a\x00b", "a\x1b[31m", "evil\u202etxt.md", "x\u2028y"):
+        r = await client.post("/v1/documents", json={"source": bad, "text": "t"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "source", bad
+    for path in ("/v1/documents/a%0A", "/v1/documents/a", "/v1/documents/doc_%0A"):
+        assert (await client.delete(path)).status_code in (400, 404), path
+    r = await client.delete("/v1/documents", params={"source": "a\n"})
+    assert r.status_code == 404
+    assert "a" in {d["source"] for d in (await client.get("/v1/documents")).json()["data"]}  # still there
+    r = await client.delete("/v1/documents", params={"source": "a"})
+    assert r.status_code == 200 and r.json()["source"] == "a"
