@@ -23,7 +23,8 @@ from api import metrics
 from api.admission import Admission
 from api.auth import APIError, Caller, KeyAuth, parse_keys
 from api.threads import ThreadStore
-from api.protocol import ChatCompletionRequest, DocumentIn, ErrorResponse
+from api.protocol import (ChatCompletionRequest, ChatCompletionResponse, DocumentIn, DocumentList, DocumentOut,
+                          ErrorBody, ErrorResponse, Health, ModelList, SearchResponse, ThreadDeleted)
 from api.serving import DocumentServing, OpenAIServingChat
 from api.settings import Settings
 
@@ -38,6 +39,38 @@ def _result(res, status_code: int = 200):
     if isinstance(res, ErrorResponse):
         return _error(res)
     return JSONResponse(res.model_dump(exclude_none=False), status_code=status_code)
+
+
+_WHY = {400: "invalid request (OpenAI's error shape; never 422)", 401: "missing or wrong API key",
+        403: "admin key required", 404: "no such model, thread or document", 429: "at capacity; see Retry-After",
+        500: "internal error (an id that is in the server log)", 503: "component unavailable",
+        504: "deadline exceeded"}
+
+
+def _responses(ok: int, model, *errors: int, stream: bool = False) -> dict:
+    """OpenAPI responses of a route: its success schema and the errors it can return."""
+    out: dict = {ok: {"model": model}}
+    if stream:
+        out[ok]["content"] = {"text/event-stream": {"schema": {"type": "string"},
+                                                    "description": "stream=true: SSE chunks, then data: [DONE]"}}
+    for code in errors:
+        out[code] = {"model": ErrorBody, "description": _WHY[code]}
+    return out
+
+
+def _without_422(app: FastAPI) -> dict:
+    """The app's OpenAPI schema with FastAPI's automatic 422 removed: validation errors are 400."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 async def _listen_for_disconnect(request: Request) -> None:
@@ -193,7 +226,8 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         log.exception("unhandled error")
         return _error(ErrorResponse.make("internal server error; see the server log", 500))
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=_responses(200, ChatCompletionResponse, 400, 401, 404, 429, 500, 504,
+                                                           stream=True))
     async def chat_completions(req: ChatCompletionRequest, request: Request, who: Caller = Depends(caller)):
         res = await _unless_disconnected(request, request.app.state.chat.create_chat_completion(req, who.owner))
         if isinstance(res, ErrorResponse):
@@ -203,38 +237,38 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return _result(res)
 
-    @app.delete("/v1/threads/{thread_id}")
+    @app.delete("/v1/threads/{thread_id}", responses=_responses(200, ThreadDeleted, 400, 401, 404))
     async def delete_thread(thread_id: str, request: Request, who: Caller = Depends(caller)):
         return _result(await request.app.state.chat.delete_thread(thread_id, who.owner))
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_responses(200, ModelList, 401))
     async def models(request: Request, who: Caller = Depends(caller)):
         return _result(request.app.state.chat.models())
 
-    @app.post("/v1/documents", status_code=201)
+    @app.post("/v1/documents", status_code=201, responses=_responses(201, DocumentOut, 400, 401, 403, 503))
     async def add_document(doc: DocumentIn, request: Request, who: Caller = Depends(admin)):
         return _result(await request.app.state.docs.add(doc), 201)
 
-    @app.get("/v1/documents")
+    @app.get("/v1/documents", responses=_responses(200, DocumentList, 401, 503))
     async def list_documents(request: Request, who: Caller = Depends(caller)):
         return _result(await request.app.state.docs.list())
 
-    @app.delete("/v1/documents/{doc_id}")
+    @app.delete("/v1/documents/{doc_id}", responses=_responses(200, DocumentOut, 400, 401, 403, 404, 503))
     async def delete_document(request: Request, doc_id: str = Path(pattern=r"^doc_[0-9a-f]{24}$"),
                               who: Caller = Depends(admin)):
         return _result(await request.app.state.docs.delete(doc_id))
 
-    @app.delete("/v1/documents")
+    @app.delete("/v1/documents", responses=_responses(200, DocumentOut, 400, 401, 403, 404, 503))
     async def delete_document_by_source(request: Request, source: str = Query(min_length=1, max_length=512),
                                         who: Caller = Depends(admin)):
         return _result(await request.app.state.docs.delete_source(source))
 
-    @app.get("/v1/search")
+    @app.get("/v1/search", responses=_responses(200, SearchResponse, 400, 401, 503))
     async def search(request: Request, q: str = Query(min_length=1, max_length=2000),
                      k: int = Query(5, ge=1, le=100), who: Caller = Depends(caller)):
         return _result(await request.app.state.docs.search(q, k))
 
-    @app.get("/healthz", dependencies=[Depends(ops)])
+    @app.get("/healthz", dependencies=[Depends(ops)], responses=_responses(200, Health, 401, 503))
     async def healthz(request: Request):
         try:
             ph = await request.app.state.policy.health()
@@ -247,9 +281,12 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
             body["index"] = indexing.status().to_dict()
         return body
 
-    @app.get("/metrics", dependencies=[Depends(ops)])
+    @app.get("/metrics", dependencies=[Depends(ops)], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}, 401: {"model": ErrorBody}})
     async def prometheus():
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
+    app.openapi = lambda: _without_422(app)
     return app

@@ -27,6 +27,12 @@ class ErrorInfo(BaseModel):
     code: str | None = None
 
 
+class ErrorBody(BaseModel):
+    """OpenAI's error body as it goes over the wire (the OpenAPI schema of every error)."""
+
+    error: ErrorInfo
+
+
 class ErrorResponse(BaseModel):
     """OpenAI's error body; `status_code` (the HTTP status) and `headers` (e.g. ``Retry-After``)
     are not serialised."""
@@ -133,6 +139,53 @@ class Usage(BaseModel):
     completion_tokens_details: ReasoningTokens = Field(default_factory=ReasoningTokens)
 
 
+class TokenLedgerOut(BaseModel):
+    """The turn's tokens by kind (agent.turn.TokenLedger): completion_tokens = draft + probe +
+    reasoning + answer; reasoning_tokens = probe + reasoning; prompt_tokens = prompt + information."""
+
+    prompt: int
+    information: int
+    draft: int
+    probe: int
+    reasoning: int
+    answer: int
+
+
+class BudgetOut(BaseModel):
+    total: int = Field(description="completion tokens allowed")
+    think: int = Field(description="of those, the most hidden work (draft discarded, probes, reasoning)")
+
+
+class SourceOut(BaseModel):
+    n: int
+    source: str
+    heading: str
+    score: float
+    id: int
+    cited: bool
+
+
+class ThinkgateExtras(BaseModel):
+    """The agent's decision trace: why it answered at once or thought, at what cost."""
+
+    model_config = ConfigDict(extra="allow")
+    thread_id: str | None = Field(description="the stored thread (None: the turn was not stored)")
+    latency_s: float
+    decision: Literal["answer", "think"]
+    reason: str
+    reasoning_effort: Literal["none", "auto", "high"]
+    entropy: dict[str, Any] = Field(description="the gate draft's mean/max/varentropy (nats)")
+    thresholds: dict[str, float]
+    draft: dict[str, Any]
+    steps: list[dict[str, Any]] = Field(description="reasoning steps with their probes")
+    exit_reason: str | None
+    retrievals: list[dict[str, Any]]
+    sources: list[SourceOut]
+    tokens: TokenLedgerOut
+    budget: BudgetOut
+    # extra key while the background index build is partial: index {state, files, chunks, chunks_per_s, eta_s}
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -158,7 +211,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
-    thinkgate: dict[str, Any] = Field(default_factory=dict, description="the agent's decision trace")
+    thinkgate: ThinkgateExtras
 
 
 class DeltaMessage(BaseModel):
@@ -182,13 +235,28 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-    thinkgate: dict[str, Any] | None = None
+    thinkgate: ThinkgateExtras | None = None
 
 
 class ThreadDeleted(BaseModel):
     id: str
     object: Literal["thread.deleted"] = "thread.deleted"
     deleted: bool = True
+
+
+class HealthIndex(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Health(BaseModel):
+    """``GET /healthz``: ``status`` ok, the policy's health, the chunk count, the background index
+    build while one exists."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok"]
+    policy: dict[str, Any]
+    chunks: int
+    index: dict[str, Any] | None = None
 
 
 class ModelCard(BaseModel):
