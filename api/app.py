@@ -219,7 +219,16 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(ErrorResponse.make(str(exc.detail), exc.status_code))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Allow lists every method of the path (Starlette names one route's)
+            from starlette.routing import Match
+
+            allowed = set()
+            for route in request.app.routes:
+                if route.matches(request.scope)[0] != Match.NONE:
+                    allowed |= set(getattr(route, "methods", None) or ())
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return _error(ErrorResponse.make(str(exc.detail), exc.status_code, headers=headers))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
