@@ -136,7 +136,7 @@ class OpenAIServingChat:
         limit = TokenBudget.split(req.token_limit, self.agent.context.config).total
         room = policy.max_context - PASSAGE_RESERVE - limit
         if prompt > room:
-            return ErrorResponse.make(f"messages take {prompt} tokens; with max_tokens={limit} and room for retrieved "
+            return ErrorResponse.make(f"messages take {prompt} tokens; with max_completion_tokens={limit} and room for retrieved "
                                       f"passages the limit is {max(room, 0)} tokens", 400, param="messages",
                                       code="context_length_exceeded")
         return None

@@ -213,3 +213,16 @@ async def test_delete_matches_exactly_and_names_are_plain(client):
     assert "a" in {d["source"] for d in (await client.get("/v1/documents")).json()["data"]}  # still there
     r = await client.delete("/v1/documents", params={"source": "a"})
     assert r.status_code == 200 and r.json()["source"] == "a"
+
+
+def test_api_package_does_not_import_training_or_evaluation():
+    """The server is one command of `cli`; `api/` serves and nothing else (issue 9)."""
+    import ast
+    from pathlib import Path
+
+    for f in Path(__file__).parents[2].joinpath("api").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for n in names:
+                assert not n.startswith(("training", "agent.eval", "cli")), f"{f.name} imports {n}"

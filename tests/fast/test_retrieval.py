@@ -200,10 +200,10 @@ def test_retriever_ingest_skips_unchanged_and_replaces_changed(tmp_path):
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     env = dict(os.environ, THINKGATE_CACHE_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(tmp_path / "missing")],
+    out = subprocess.run([sys.executable, "-m", "cli.main", "ingest", str(tmp_path / "missing")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2 and out.stderr.strip() == f"error: no such file or folder: {tmp_path / 'missing'}"
-    out = subprocess.run([sys.executable, "-m", "api.cli", "search", "  "], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "cli.main", "search", "  "], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: query is empty")
 

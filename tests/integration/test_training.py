@@ -30,7 +30,7 @@ async def test_smoke_recipe_trains_and_agent_serves_result(tmp_path):
 async def test_warm_up_then_adaptive_grpo_then_served(tmp_path):
     from agent.config import AgentConfig
     from agent.runner import Agent
-    from api.cli import app
+    from cli.main import app
     from training.grpo import main as grpo_main
     from typer.testing import CliRunner
 
