@@ -2,7 +2,6 @@
 import asyncio
 
 import httpx
-import pytest
 
 from agent.config import AgentConfig
 from api.app import create_app
