@@ -5,12 +5,14 @@ Example: ``THINKGATE_MODEL=/path/to/ckpt THINKGATE_PORT=9000 thinkgate serve``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.protocol import ReasoningEffort
-from policy.models import DEFAULT_POLICY, cache_dir
+from policy.models import BACKENDS, DEFAULT_POLICY, cache_dir
+from policy.onnx_backend import PRECISIONS
 
 
 class Settings(BaseSettings):
@@ -28,11 +30,11 @@ class Settings(BaseSettings):
                                                 "answering (resumes a partial build; skips unchanged files)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    backend: str = Field("auto", pattern="^(auto|onnx|transformers|vllm|remote)$",
+    backend: Literal[BACKENDS] = Field("auto",  # type: ignore[valid-type]
                          description="policy backend: auto (onnx on a CPU-only machine, else transformers), onnx "
                                      "(onnxruntime-genai, CPU, quantized), transformers (CPU/GPU, fp32 reference), "
                                      "vllm (in-process GPU) or remote")
-    precision: str = Field("int8", pattern="^(int4|int8|fp32)$",
+    precision: Literal[PRECISIONS] = Field("int8",  # type: ignore[valid-type]
                            description="weights of the onnx backend's export (made once, cached)")
     remote_url: str | None = Field(None, description="OpenAI-compatible completions server for backend=remote")
     device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")
