@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         if retriever is None:
             from retrieval.retriever import Retriever
 
-            retriever = Retriever(settings.resolved_index_dir, settings.embedder)
+            retriever = Retriever(settings.resolved_index_dir, settings.embedder, **settings.retriever_options())
         if indexing is not None:
             indexing.start()
         elif settings.demo_index and retriever is not None:  # answer at once; the demo index fills in behind

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
                                                            "beyond running + queued a request gets 429 + Retry-After")
     request_timeout_s: float = Field(300.0, gt=0, description="deadline of one chat request, queueing included "
                                                               "(504 deadline_exceeded, or an error event on a stream)")
+    retrieval_mode: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid", description="hybrid: BM25 (SQLite FTS5) and dense (FAISS) fused by reciprocal rank; or one alone")
+    rrf_k: float = Field(60.0, ge=0, description="k of reciprocal-rank fusion")
+    lexical_weight: float = Field(1.0, ge=0, description="weight of the BM25 ranking in the fusion (dense: 1)")
+    source_decay: float = Field(0.5, gt=0, le=1, description="diversity of the top-k across pages (1: off)")
+    lexical_max_postings: int = Field(3000, ge=1, description="BM25 leaves out words held by more chunks than this")
     api_keys: str = Field("", description="comma-separated API keys; when set, every request needs "
                                           "'Authorization: Bearer <key>' (401 otherwise)")
     admin_api_keys: str = Field("", description="comma-separated admin keys; when set, only they may add or "
@@ -56,6 +62,11 @@ class Settings(BaseSettings):
                                                                "(0: never)")
     tau_think: float | None = Field(None, description="override the gate threshold (nats)")
     tau_exit: float | None = Field(None, description="override the early-exit threshold (nats)")
+
+    def retriever_options(self) -> dict:
+        """Keyword arguments of `retrieval.retriever.Retriever` from these settings."""
+        return {"mode": self.retrieval_mode, "rrf_k": self.rrf_k, "lexical_weight": self.lexical_weight,
+                "source_decay": self.source_decay, "max_postings": self.lexical_max_postings}
 
     @property
     def resolved_index_dir(self) -> Path:

@@ -42,7 +42,7 @@ def _retriever(index: Optional[Path], embedder: Optional[str] = None):
 
     s = _settings(index_dir=index, embedder=embedder)
     try:
-        return Retriever(s.resolved_index_dir, s.embedder)
+        return Retriever(s.resolved_index_dir, s.embedder, **s.retriever_options())
     except (IndexMismatchError, LookupError) as exc:
         _fail(str(exc))
 
@@ -97,14 +97,17 @@ def ingest(paths: list[Path] = typer.Argument(..., help="files or folders (.md .
 def search(query: str = typer.Argument(..., help="what to look for"),
            k: int = typer.Option(5, "--k", "-k", min=1, max=100, help="passages to return"),
            as_json: bool = typer.Option(False, "--json", help="print JSON"),
+           mode: Optional[str] = typer.Option(None, help="hybrid (default), dense or lexical"),
            index: Optional[Path] = IndexOpt):
-    """Print the passages closest to QUERY: source, heading, score, text."""
+    """Print the passages that best match QUERY: source, heading, cosine score, text."""
+    if mode is not None and mode not in ("hybrid", "dense", "lexical"):
+        _fail(f"--mode must be hybrid, dense or lexical, got {mode!r}")
     if not query.strip():
         _fail("query is empty")
     r = _retriever(index)
     if len(r) == 0:
         _fail(f"the index at {r.index.dir} is empty: run `thinkgate ingest PATH` first")
-    hits = r.search(query, k)
+    hits = r.search(query, k, mode=mode)
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return

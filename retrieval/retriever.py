@@ -8,6 +8,14 @@ Contract:
 - `Retriever.add_text(source, text)` indexes one document given as a string (the API's
   POST /v1/documents); a repeated source replaces the earlier one.
 - `Retriever.search(query, k)` → `Passage`s, best first. `asearch` runs it off the event loop.
+  Modes: ``dense`` (FAISS cosine), ``lexical`` (FTS5 BM25), ``hybrid`` (the default: both
+  fused by reciprocal-rank fusion, Cormack, Clarke & Büttcher 2009, score Σ_m w_m / (k_rrf +
+  rank_m)). `source_decay` < 1 diversifies the top-k across pages: a greedy pick in which a
+  candidate's fused score is multiplied by decay^(passages already picked from its page) — a
+  maximal-marginal-relevance re-ranking (Carbonell & Goldstein 1998) whose similarity is "same
+  page", so one page fills the top-k only when it is far ahead. Every returned passage's
+  `score` is its cosine similarity to the query (what the agent's relevance floor compares),
+  whatever the mode; the order is the mode's.
 - Errors: `ValueError` for an empty query or text, a k outside 1..100, or an unknown format.
 """
 from __future__ import annotations
@@ -28,6 +36,43 @@ from retrieval.index import ChunkIndex, Passage
 from retrieval.loaders import Section, is_supported, load_file, parse_html, parse_markdown, parse_rst
 
 MAX_K = 100
+MODES = ("dense", "lexical", "hybrid")
+
+
+def rrf_fuse(rankings: list[list[int]], weights: list[float], k_rrf: float = 60.0) -> dict[int, float]:
+    """Reciprocal-rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009): id → Σ_m w_m / (k_rrf + r_m),
+    r_m the 1-based rank of the id in ranking m (absent: no term).
+
+    >>> sorted(rrf_fuse([[1, 2], [2, 3]], [1.0, 1.0], k_rrf=0).items())
+    [(1, 1.0), (2, 1.5), (3, 0.5)]
+    """
+    fused: dict[int, float] = {}
+    for ranking, w in zip(rankings, weights):
+        for r, i in enumerate(ranking, 1):
+            fused[i] = fused.get(i, 0.0) + w / (k_rrf + r)
+    return fused
+
+
+def diversify(ranked: list[tuple[int, float, str]], k: int, decay: float) -> list[int]:
+    """Greedy top-`k` of (id, score, page) where a candidate's score is multiplied by
+    decay^(passages already picked from its page); decay 1 keeps the order.
+
+    >>> diversify([(1, 1.0, "a"), (2, 0.9, "a"), (3, 0.6, "b")], 2, 0.5)
+    [1, 3]
+    >>> diversify([(1, 1.0, "a"), (2, 0.9, "a"), (3, 0.3, "b")], 2, 0.5)
+    [1, 2]
+    """
+    if decay >= 1.0:
+        return [i for i, _, _ in ranked[:k]]
+    picked: list[int] = []
+    per_page: dict[str, int] = {}
+    left = list(ranked)
+    while left and len(picked) < k:
+        best = max(range(len(left)), key=lambda j: left[j][1] * decay ** per_page.get(left[j][2], 0))
+        i, _, page = left.pop(best)
+        picked.append(i)
+        per_page[page] = per_page.get(page, 0) + 1
+    return picked
 
 
 @dataclass
@@ -120,10 +165,31 @@ class Retriever:
         embedder: an `Embedder`, or a name for one (default all-MiniLM-L6-v2).
         overlap: chunk overlap in word pieces.
         batch_chunks: chunks embedded per batch during ingest.
+        mode: "hybrid" (default), "dense" or "lexical" (see the module docstring).
+        rrf_k: the k of reciprocal-rank fusion (60 in Cormack et al.).
+        lexical_weight: the BM25 ranking's weight in the fusion (the dense ranking's is 1).
+        candidates: passages each ranking contributes before fusion.
+        source_decay: diversity across pages, in (0, 1]; 1 turns it off.
+        max_postings: lexical queries leave out words held by more chunks than this (None: keep
+            all); it bounds BM25's latency on large indexes (`ChunkIndex.lexical_search`).
+
+    Raises:
+        ValueError: an unknown mode or a parameter out of range.
     """
 
     def __init__(self, index_dir: str | Path, embedder: Embedder | str | None = None, *,
-                 overlap: int = 32, batch_chunks: int = 256):
+                 overlap: int = 32, batch_chunks: int = 256, mode: str = "hybrid", rrf_k: float = 60.0,
+                 lexical_weight: float = 1.0, candidates: int = 50, source_decay: float = 0.5,
+                 max_postings: int | None = 3000):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not 0.0 < source_decay <= 1.0:
+            raise ValueError(f"source_decay must be in (0, 1], got {source_decay}")
+        if rrf_k < 0 or lexical_weight < 0 or candidates < 1:
+            raise ValueError(f"rrf_k and lexical_weight must be >= 0 and candidates >= 1, got {rrf_k}, "
+                             f"{lexical_weight}, {candidates}")
+        self.mode, self.rrf_k, self.lexical_weight = mode, rrf_k, lexical_weight
+        self.candidates, self.source_decay, self.max_postings = candidates, source_decay, max_postings
         self.embedder = Embedder(embedder) if embedder is None or isinstance(embedder, str) else embedder
         # the chunker gets its own copy of the tokenizer: it runs on the prefetch thread while the
         # embedder tokenizes batches (a shared fast tokenizer raises "Already borrowed")
@@ -135,20 +201,42 @@ class Retriever:
         return len(self.index)
 
     # ------------------------------------------------------------------ search
-    def search(self, query: str, k: int = 5) -> list[Passage]:
-        """Top-`k` passages for `query`.
+    def search(self, query: str, k: int = 5, mode: str | None = None, source_decay: float | None = None
+               ) -> list[Passage]:
+        """Top-`k` passages for `query` (see the module docstring); `mode` and `source_decay`
+        override the retriever's own for this call.
 
         Raises:
-            ValueError: empty query, or k not in 1..100.
+            ValueError: empty query, k not in 1..100, or an unknown mode.
         """
         if not query or not query.strip():
             raise ValueError("query is empty")
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be in 1..{MAX_K}, got {k}")
-        return self.index.search(self.embedder.encode([query])[0], k)
+        mode = mode or self.mode
+        decay = self.source_decay if source_decay is None else source_decay
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        n = max(self.candidates, k)
+        # one after the other: on 2 cores, running BM25 beside the query embedding slowed the embedding 3x
+        lexical = ([i for i, _ in self.index.lexical_search(query, n, self.max_postings)]
+                   if mode != "dense" else [])
+        qv = self.embedder.encode([query])[0]
+        dense = self.index.search(qv, n) if mode != "lexical" else []
+        if mode == "dense":
+            fused = {p.id: p.score for p in dense}
+        elif mode == "lexical":
+            fused = {i: 1.0 / (r + 1) for r, i in enumerate(lexical)}
+        else:
+            fused = rrf_fuse([[p.id for p in dense], lexical], [1.0, self.lexical_weight], self.rrf_k)
+        by_id = {p.id: p for p in dense}
+        by_id.update(self.index.fetch([i for i in fused if i not in by_id], qv))
+        ranked = sorted(((i, f, by_id[i].source) for i, f in fused.items() if i in by_id), key=lambda t: -t[1])
+        return [by_id[i] for i in diversify(ranked, k, decay)]
 
     async def asearch(self, query: str, k: int = 5) -> list[Passage]:
-        """`search` on a worker thread."""
+        """`search` (the retriever's mode) on a worker thread: the agent's question and
+        mid-reasoning retrievals both come through here."""
         return await asyncio.to_thread(self.search, query, k)
 
     # ------------------------------------------------------------------ ingest

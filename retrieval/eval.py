@@ -1,0 +1,222 @@
+"""``python -m retrieval.eval``: does the retriever find the right page?
+
+Contract:
+- Two question sets, n = 255 in all:
+  * ``faq`` (68, not written by us): every question of the Python FAQ (``faq/*.rst``) whose
+    answer names a library page (``:mod:``, ``:func:``, ``:meth:``, ``:class:``, ``:exc:`` …
+    references, mapped to ``library/<module>.rst``, built-ins to ``functions``/``stdtypes``,
+    exceptions to ``exceptions``); searched in the index with the FAQ pages deleted (a copy), so
+    the question's own page cannot answer it — the held-out set of issue 10 (dense 0.397 there).
+  * ``written`` (187): ``retrieval/data/questions.jsonl`` (167 questions phrased as users ask them,
+    written from the question side — the question first, the page looked up after) plus the
+    agent's docs QA set (``tasks/data/docs_qa.jsonl``, 20); searched in the whole index.
+  A page matches when an indexed source path ends with the gold path.
+- Retrievers, all over the same index: ``dense`` (FAISS cosine), ``lexical`` (FTS5 BM25),
+  ``hybrid`` (reciprocal-rank fusion) and ``hybrid+diversity`` (fusion, then the same-page decay),
+  each through `Retriever.search`.
+- Metrics per retriever: recall@1/5/20 (a gold page among the top k passages' pages) with 95 %
+  Wilson intervals, MRR@20 (1 / rank of the first gold page) with a 95 % bootstrap interval, query
+  latency p50 (ms); and each retriever against ``dense`` at recall@5, paired (difference with a
+  95 % interval, exact McNemar p).
+- Writes ``results.json`` and ``table.md`` under ``--out``. Raises `FileNotFoundError` when the
+  index does not exist (build it with ``thinkgate ingest <docs> --index DIR``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data" / "questions.jsonl"
+DOCS_QA = Path(__file__).parents[1] / "tasks" / "data" / "docs_qa.jsonl"
+#: name → (mode, source_decay)
+RETRIEVERS = {"dense": ("dense", 1.0), "lexical": ("lexical", 1.0), "hybrid": ("hybrid", 1.0),
+              "hybrid+diversity": ("hybrid", 0.5)}
+KS = (1, 5, 20)
+
+
+def load_questions() -> list[dict]:
+    """Every evaluation question as {id, question, sources}."""
+    out = []
+    for path in (DATA, DOCS_QA):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                out.append({"id": d["id"], "question": d["question"], "sources": d["sources"]})
+    return out
+
+
+ROLE = re.compile(r":(mod|func|meth|class|exc|data|attr|const):`[~!]?(?:[^`<]*<)?([\w.]+)>?`")
+_STDTYPES = {"str", "bytes", "bytearray", "list", "dict", "set", "frozenset", "tuple", "int", "float", "complex",
+             "range", "memoryview", "object"}
+
+
+def _page_of(role: str, name: str, library: set[str]) -> str | None:
+    """The library page a reST cross-reference points to (None when it is not a library page)."""
+    import builtins
+
+    if role == "exc":
+        return "library/exceptions.rst.txt"
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        mod = ".".join(parts[:i])
+        if mod in library and mod not in ("functions", "stdtypes", "exceptions", "constants"):
+            return f"library/{mod}.rst.txt"
+    if parts[0] in _STDTYPES and len(parts) > 1:
+        return "library/stdtypes.rst.txt"
+    if parts[0] in _STDTYPES or callable(getattr(builtins, parts[0], None)):
+        return "library/functions.rst.txt"
+    return None
+
+
+def faq_questions(docs: Path) -> list[dict]:
+    """The FAQ questions of a Python documentation source tree (``docs`` holds ``faq/`` and
+    ``library/``) whose answers name library pages: [{id, question, sources}] (see the module
+    docstring). Headings are reST titles (a line, then an underline at least as long)."""
+    library = {p.name[: -len(".rst.txt")] for p in (docs / "library").glob("*.rst.txt")}
+    out = []
+    for f in sorted((docs / "faq").glob("*.rst.txt")):
+        lines = f.read_text(encoding="utf-8").splitlines()
+        heads = [i for i in range(len(lines) - 1) if lines[i].strip()
+                 and re.fullmatch(r"([=\-~^\"'`#*+])\1{2,}", lines[i + 1].strip())
+                 and len(lines[i + 1].strip()) >= len(lines[i].strip())]
+        for j, h in enumerate(heads):
+            title = lines[h].strip()
+            if not title.endswith("?"):
+                continue
+            body = "\n".join(lines[h + 2: heads[j + 1] if j + 1 < len(heads) else len(lines)])
+            pages: list[str] = []
+            for role, name in ROLE.findall(body):
+                page = _page_of(role, name, library)
+                if page and page not in pages:
+                    pages.append(page)
+            if pages:
+                out.append({"id": f"faq-{f.name.split('.')[0]}-{h}", "question": title, "sources": pages})
+    return out
+
+
+def first_hit(sources: list[str], gold: list[str]) -> int | None:
+    """1-based rank of the first source that is a gold page, or None.
+
+    >>> first_hit(["/x/library/os.rst.txt", "/x/library/copy.rst.txt"], ["library/copy.rst.txt"])
+    2
+    """
+    for r, s in enumerate(sources, 1):
+        if any(s == g or s.endswith("/" + g) for g in gold):
+            return r
+    return None
+
+
+def bootstrap_mean(xs: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the mean of `xs`."""
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return means[int(0.025 * n)], means[int(0.975 * n) - 1]
+
+
+def evaluate(retriever, questions: list[dict], k_max: int = 20) -> dict:
+    """Per-retriever metrics and per-question ranks (see the module docstring)."""
+    from agent.stats import paired, wilson
+
+    ranks: dict[str, list[int | None]] = {}
+    out: dict = {"n": len(questions), "retrievers": {}}
+    for name, (mode, decay) in RETRIEVERS.items():
+        rs, ms = [], []
+        for q in questions:
+            t0 = time.perf_counter()
+            hits = retriever.search(q["question"], k_max, mode=mode, source_decay=decay)
+            ms.append((time.perf_counter() - t0) * 1000)
+            rs.append(first_hit([h.source for h in hits], q["sources"]))
+        ranks[name] = rs
+        n = len(rs)
+        row: dict = {"latency_ms_p50": statistics.median(ms)}
+        for k in KS:
+            hit = sum(1 for r in rs if r is not None and r <= k)
+            lo, hi = wilson(hit, n)
+            row[f"recall@{k}"] = {"value": hit / n, "ci_low": lo, "ci_high": hi}
+        rr = [1.0 / r if r is not None else 0.0 for r in rs]
+        lo, hi = bootstrap_mean(rr)
+        row["mrr@20"] = {"value": statistics.fmean(rr), "ci_low": lo, "ci_high": hi}
+        out["retrievers"][name] = row
+    base = [{"id": q["id"], "score": float(r is not None and r <= 5)} for q, r in zip(questions, ranks["dense"])]
+    for name in RETRIEVERS:
+        mine = [{"id": q["id"], "score": float(r is not None and r <= 5)} for q, r in zip(questions, ranks[name])]
+        out["retrievers"][name]["vs_dense_recall@5"] = paired(mine, base)
+    out["ranks"] = {name: rs for name, rs in ranks.items()}
+    out["ids"] = [q["id"] for q in questions]
+    return out
+
+
+def table(res: dict) -> str:
+    """Markdown table of `evaluate`'s result."""
+    lines = [f"n = {res['n']} questions; 95 % intervals (Wilson for recall, bootstrap for MRR); "
+             "Δ = paired difference in recall@5 against dense, exact McNemar p.", "",
+             "| retriever | recall@1 | recall@5 | recall@20 | MRR@20 | Δ recall@5 vs dense | McNemar p | p50 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in res["retrievers"].items():
+        def cell(m):
+            return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+        d = r["vs_dense_recall@5"]
+        lines.append(f"| {name} | {cell(r['recall@1'])} | {cell(r['recall@5'])} | {cell(r['recall@20'])} | "
+                     f"{cell(r['mrr@20'])} | {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | "
+                     f"{d['mcnemar_p']:.2g} | {r['latency_ms_p50']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def without_faq(index_dir: Path, work: Path):
+    """A `Retriever` over a copy of `index_dir` with every ``/faq/`` source deleted."""
+    from retrieval.retriever import Retriever
+
+    copy = work / "index-without-faq"
+    shutil.copytree(index_dir, copy)
+    r = Retriever(copy)
+    for d in r.index.sources():
+        if "/faq/" in d["source"]:
+            r.delete(d["source"])
+    return r
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse arguments, evaluate both sets, write results; see the module docstring."""
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m retrieval.eval", description=__doc__.splitlines()[0])
+    ap.add_argument("--index", required=True, help="index dir over the Python documentation (the demo index)")
+    ap.add_argument("--docs", default=None, help="the documentation source tree (default: the demo corpus)")
+    ap.add_argument("--out", default="docs/results/retrieval-eval")
+    args = ap.parse_args(argv)
+    from retrieval.demo import debian_docs
+    from retrieval.index import ChunkIndex
+    from retrieval.retriever import Retriever
+
+    try:
+        ChunkIndex.open_existing(args.index).close()
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    docs = Path(args.docs) if args.docs else debian_docs()
+    if docs is None or not (docs / "faq").is_dir():
+        print("error: the FAQ set needs the Python documentation sources (--docs DIR with faq/ and library/)",
+              file=sys.stderr)
+        sys.exit(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name, questions, retriever in (("faq", faq_questions(docs), without_faq(Path(args.index), Path(work))),
+                                           ("written", load_questions(), Retriever(args.index))):
+            results[name] = evaluate(retriever, questions)
+            (out / f"table-{name}.md").write_text(table(results[name]))
+            print(f"## {name}\n\n{table(results[name])}")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
