@@ -11,6 +11,9 @@
   their rankings for the docs-QA questions, and recall@5 of the docs-QA set (a question is
   recalled when one of its source files is among the top 5) on an index of the QA source files
   plus the sample.
+``python -m retrieval.bench --hybrid-from INDEX [--chunks 100000]`` instead times each retrieval
+mode (dense, lexical, hybrid, hybrid+diversity) through `Retriever.search` at N real chunks copied
+from INDEX (issue 10: hybrid p50 ≤ 15 ms at 100k chunks).
 Targets (DESIGN.md, issue 8): query p50 ≤ 10 ms at 100k chunks; ingest ≥ 90% of the embedder's
 raw rate; int8 ingest ≥ 2.5× the fp32 one at recall@5 within 1 point.
 """
@@ -67,6 +70,49 @@ def query_bench(n: int, dim: int = 384, queries: int = 200) -> None:
                   f"ChunkIndex.search p50 {_pct(full, 50):.2f} ms p95 {_pct(full, 95):.2f} ms | "
                   f"recall@5 vs exact {hit / (5 * queries):.3f} (target p50 <= 10 ms)")
             idx.close()
+
+
+def hybrid_bench(source_index: Path, n: int) -> None:
+    """Query latency of each retrieval mode at `n` real chunks: the chunks (texts and stored
+    embeddings) of `source_index` copied under new names until there are `n`, queried with the
+    evaluation questions (`retrieval.eval.load_questions`) through `Retriever.search`, which
+    includes embedding the query."""
+    import sqlite3
+
+    from retrieval.chunking import Chunk
+    from retrieval.eval import load_questions
+    from retrieval.index import ChunkIndex
+    from retrieval.retriever import Retriever
+
+    src = sqlite3.connect(Path(source_index) / "chunks.sqlite")
+    rows = src.execute("SELECT source, heading, text, position, embedding FROM chunks ORDER BY id").fetchall()
+    dim = int(dict(src.execute("SELECT key, value FROM meta").fetchall())["dim"])
+    src.close()
+    questions = [q["question"] for q in load_questions()]
+    with tempfile.TemporaryDirectory() as d:
+        idx = ChunkIndex(d, dim, "")
+        copy = 0
+        while len(idx) < n:
+            by: dict = {}
+            for s, h, t, p, e in rows[: n - len(idx)]:
+                by.setdefault(f"/copy{copy}{s}", []).append((Chunk(h, t, p), np.frombuffer(e, dtype=np.float32)))
+            idx.replace_sources([(s, "-", [c for c, _ in v], np.stack([e for _, e in v])) for s, v in by.items()],
+                                save=False)
+            copy += 1
+        idx.save()
+        idx.close()
+        r = Retriever(d)
+        for mode, decay in (("dense", 1.0), ("lexical", 1.0), ("hybrid", 1.0), ("hybrid", 0.5)):
+            for q in questions[:5]:
+                r.search(q, 5, mode=mode, source_decay=decay)
+            lat = []
+            for q in questions:
+                t = time.perf_counter()
+                r.search(q, 5, mode=mode, source_decay=decay)
+                lat.append(time.perf_counter() - t)
+            name = mode + ("+diversity" if decay < 1 else "")
+            print(f"Retriever.search {name:16} @ {len(r)} real chunks ({len(questions)} questions, query embedding "
+                  f"included): p50 {_pct(lat, 50):.2f} ms p95 {_pct(lat, 95):.2f} ms (target p50 <= 15 ms)")
 
 
 def ingest_bench(corpus: Path, files: int) -> dict:
@@ -131,7 +177,13 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=100_000)
     ap.add_argument("--corpus", type=Path, default=None, help="folder to sample for ingest (default: the Debian Python docs)")
     ap.add_argument("--files", type=int, default=30)
+    ap.add_argument("--hybrid-from", type=Path, default=None,
+                    help="an index over real documents (e.g. the demo index): time every retrieval mode at --chunks "
+                         "chunks copied from it, then stop")
     args = ap.parse_args()
+    if args.hybrid_from is not None:
+        hybrid_bench(args.hybrid_from, args.chunks)
+        return
     if args.chunks:
         query_bench(args.chunks)
     if args.corpus is None:
