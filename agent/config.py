@@ -31,6 +31,10 @@ class AgentConfig:
     max_think_tokens: int = field(default=256, metadata={"help": "most reasoning tokens per answer"})
     max_answer_tokens: int = field(default=256, metadata={"help": "answer length limit when the client sets none"})
     think_share: float = field(default=0.75, metadata={"help": "largest share of a client's max_completion_tokens spent on hidden work (discarded draft, probes, reasoning); the answer keeps the rest"})
+    max_samples: int = field(default=8, metadata={"help": "self-consistency: most reasoning+answer samples voted on (the greedy one included) when reasoning_effort=high or the request sets max_samples, and thinking ended uncertain"})
+    vote_confidence: float = field(default=0.95, metadata={"help": "Adaptive-Consistency Beta rule: stop sampling once P(leading answer beats the runner-up) reaches this"})
+    vote_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the voting samples"})
+    sample_tokens: int = field(default=160, metadata={"help": "most tokens of one voting sample (reasoning + answer)"})
     min_passage_score: float = field(default=0.53, metadata={"help": "passages whose cosine score is below this are not shown. Measured with MiniLM on 23 docs files (the docs-QA sources plus the numeric ones): best passage of 300 held-out sums 0.40 median, 0.52 max; of the 20 docs questions 0.54 min, 0.68 median"})
     top_k: int = field(default=3, metadata={"help": "passages retrieved for the question"})
     step_k: int = field(default=2, metadata={"help": "passages retrieved per in-reasoning search"})
@@ -46,8 +50,12 @@ class AgentConfig:
             raise ValueError(f"think_share must be in [0, 1) so the answer keeps room, got {self.think_share}")
         if self.score not in ("mean", "max"):
             raise ValueError(f"score must be 'mean' or 'max', got {self.score!r}")
+        if not 0.5 <= self.vote_confidence < 1.0:
+            raise ValueError(f"vote_confidence must be in [0.5, 1), got {self.vote_confidence}")
+        if self.vote_temperature <= 0:
+            raise ValueError(f"vote_temperature must be > 0, got {self.vote_temperature}")
         for name in ("draft_tokens", "probe_tokens", "step_tokens", "max_steps", "max_think_tokens",
-                     "max_answer_tokens", "top_k", "step_k"):
+                     "max_answer_tokens", "top_k", "step_k", "max_samples", "sample_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_retrievals", "history_turns", "query_turns"):

@@ -52,6 +52,9 @@ class EvalArgs:
     think_tokens: int = 192
     batch_size: int = 32
     agent_check: int = 0
+    samples: int = 0
+    temperature: float = 0.7
+    tau_vote: float | None = None
 
 
 def _log(msg: str) -> None:
@@ -206,6 +209,9 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
             items = [row_item(r, i) for i, r in enumerate(arithmetic_rows(tok, args.n, args.seed))]
         recs = forced(items)
         res["sets"][name] = report(recs, tau, tau_entropy)
+        if args.samples > 1 and not name.startswith("ntr"):
+            add_scaling(res["sets"][name], lm, tok, items, build_prompts(items, tok, retriever, cfg), recs, args,
+                        args.tau_vote if args.tau_vote is not None else cfg.tau_exit)
         if name.startswith("ntr"):
             res["sets"][name]["information_gain"] = information_gains(lm, tok, items, recs)
         res["sets"][name]["seconds"] = time.time() - t0
@@ -219,6 +225,32 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
                 res["sets"][name]["agent_check_served"] = asyncio.run(agent_check(
                     path, items, recs, tau, retriever, args.agent_check, backend="onnx"))
     return res
+
+
+def add_scaling(per_bucket: dict, lm, tok, items, prompts, recs, args: EvalArgs, tau_vote: float) -> None:
+    """Test-time scaling modes (`agent.scaling`) added to each bucket's report: vote@K, adaptive
+    (sampling only where the greedy trace's mean entropy exceeds `tau_vote` nats), best-of-K;
+    with paired tests of adaptive against always and against vote@K."""
+    from agent.scaling import sample_think, scaling_rows, trace_entropy
+
+    samples = sample_think(lm, tok, items, prompts, k=args.samples - 1, think_tokens=args.think_tokens,
+                           temperature=args.temperature, seed=args.seed, log=_log)
+    ent = trace_entropy(lm, tok, prompts, [r.think_text for r in recs])
+    for bucket, rep in per_bucket.items():
+        keep = [i for i, r in enumerate(recs) if bucket == "all" or r.bucket == bucket]
+        rows = scaling_rows([items[i] for i in keep], [recs[i] for i in keep], [samples[i] for i in keep],
+                            [ent[i] for i in keep], tau_vote)
+        for mode, r in rows.items():
+            rep["modes"][mode] = summarize(r)
+        always = decide([recs[i] for i in keep], "always")
+        learned = decide([recs[i] for i in keep], "learned")
+        fixed = next(m for m in rows if m.startswith("vote@"))
+        rep["adaptive_vs_always"] = paired(rows["adaptive"], always)
+        rep["adaptive_vs_learned"] = paired(rows["adaptive"], learned)
+        rep[f"adaptive_vs_{fixed}"] = paired(rows["adaptive"], rows[fixed])
+        rep["vote_trigger_rate"] = sum(1 for i in keep if recs[i].learned_think and ent[i] > tau_vote) / len(keep)
+        rep["tau_vote"] = tau_vote
+        rep["trace_entropy"] = [[recs[i].id, ent[i], recs[i].think_score] for i in keep]
 
 
 def write_outputs(out: Path, results: dict) -> None:
@@ -274,7 +306,8 @@ def plot(path: Path, results: dict) -> None:
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    markers = {"never": "s", "always": "^", "learned": "*", "gated": "o", "entropy": "D", "oracle": "x"}
+    markers = {"never": "s", "always": "^", "learned": "*", "gated": "o", "entropy": "D", "oracle": "x",
+               "adaptive": "P"}
     for ax, (s, b) in zip(axes[0], panels):
         for ci, (model, res) in enumerate(results["models"].items()):
             for mode, st in res["sets"].get(s, {}).get(b, {}).get("modes", {}).items():
@@ -331,6 +364,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--think-tokens", type=int, default=192, help="token budget of a think completion")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--agent-check", type=int, default=0, help="run the real agent on K evenly spaced items of each set")
+    ap.add_argument("--samples", type=int, default=0,
+                    help="K > 1: add test-time scaling modes vote@K, adaptive, best-of-K (agent.scaling)")
+    ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the voting samples")
+    ap.add_argument("--tau-vote", type=float, default=None,
+                    help="adaptive voting starts when the greedy trace's mean entropy exceeds this (nats; "
+                         "default: the model's tau_exit); pick it on the dev split")
     ns = ap.parse_args(argv)
     if ns.n < 1:
         ap.error(f"--n must be >= 1, got {ns.n}")
@@ -339,7 +378,10 @@ def main(argv: list[str] | None = None) -> None:
     args = EvalArgs(models=ns.models, tasks=ns.tasks, n=ns.n, seed=ns.seed, dev_seed=ns.dev_seed, index=ns.index,
                     ntr_file=ns.ntr_file, out=ns.out, calibrate=ns.calibrate, cost_per_100=ns.cost_per_100,
                     max_tokens=ns.max_tokens, think_tokens=ns.think_tokens, batch_size=ns.batch_size,
-                    agent_check=ns.agent_check)
+                    agent_check=ns.agent_check, samples=ns.samples, temperature=ns.temperature,
+                    tau_vote=ns.tau_vote)
+    if ns.samples == 1 or ns.samples < 0:
+        ap.error(f"--samples must be 0 (off) or >= 2, got {ns.samples}")
     try:
         main_eval(args)
     except (ValueError, LookupError, FileNotFoundError) as exc:

@@ -16,18 +16,24 @@
   is rolled back simply by not appending it (the backend's prefix cache crops it).
 - `answer`: close ``<think>`` if open, continue the answer to the token budget, append the
   AI message.
+- `vote`: self-consistency after thinking that ended uncertain, when the request asked for it
+  (reasoning_effort=high or max_samples > 1): adaptive sampling and a majority vote.
 
 Text pieces go to LangGraph's custom stream as ``{"type": "content"|"reasoning", "text"}``.
 """
 from __future__ import annotations
 
 import time
+import uuid
+from collections import Counter
 
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
 from agent.state import Context, State
 from agent.turn import TokenBudget, completion_left, empty_counts, hidden_left
+from agent.voting import beta_stop, normalize_answer
+from agent.voting import vote as majority
 from policy.base import Generation, GenerationParams
 from policy.entropy import aggregate
 from policy.format import THINK_CLOSE, THINK_OPEN, find_search, information_block
@@ -64,7 +70,13 @@ def _emit(runtime: Runtime[Context], kind: str, text: str) -> None:
 
 
 def _budget(state: State, cfg) -> TokenBudget:
-    return TokenBudget.split(state.get("max_tokens"), cfg)
+    return TokenBudget.split(state.get("max_tokens"), cfg, state.get("samples") or 1)
+
+
+def voting_armed(state: State) -> bool:
+    """Self-consistency runs on this turn: voting was asked for (samples > 1), the turn thought,
+    and thinking did not end on a certain probe."""
+    return (state.get("samples") or 1) > 1 and state.get("decision") == "think" and state.get("exit_reason") != "certain"
 
 
 async def _search(runtime: Runtime[Context], query: str, k: int, seen: set[int], start_n: int,
@@ -94,7 +106,7 @@ async def retrieve(state: State, runtime: Runtime[Context]) -> dict:
         "question": question, "passages": passages, "transcript": prompt, "prompt_tokens": len(prompt),
         "draft": {}, "score": {}, "decision": "", "reason": "", "steps": [],
         "retrievals": [rec] if ctx.retriever is not None else [], "pending_query": None,
-        "exit_reason": "", "closed": False, "reasoning": "", "answer": "", "finish_reason": "",
+        "exit_reason": "", "closed": False, "reasoning": "", "answer": "", "finish_reason": "", "votes": {},
         "tokens": empty_counts(len(prompt)),
     }
 
@@ -260,6 +272,11 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     if state["decision"] == "think" and not state.get("closed"):
         transcript += ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
     reasoning = state.get("reasoning", "")
+    # with a vote coming, this greedy answer is its first sample: shown as reasoning; the vote sends
+    # the chosen answer as content
+    kind = "reasoning" if voting_armed(state) else "content"
+    if kind == "reasoning":
+        _emit(runtime, kind, "\n[sample 1: greedy] ")
     if state.get("exit_reason") == "model_ended" and state["steps"]:
         # the model ended its turn inside <think>: its last step is its answer (tokens and text move over)
         last = state["steps"][-1]
@@ -267,12 +284,12 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
         tokens["reasoning"] -= last["tokens"]
         tokens["answer"] += last["tokens"]
         reasoning = reasoning[: len(reasoning) - last["chars"]]
-        _emit(runtime, "content", text)
+        _emit(runtime, kind, text)
     if not finish:
         left = completion_left(tokens, _budget(state, cfg))
         if left > 0:
             gen = await _run(runtime, transcript, GenerationParams(
-                max_tokens=left, **_sampling(state)), "content")
+                max_tokens=left, **_sampling(state)), kind)
             tokens["answer"] += len(gen.token_ids)
             transcript += gen.token_ids
             text += gen.text
@@ -283,4 +300,74 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     if state["decision"] == "think" and THINK_CLOSE in text:  # a model that closed thinking inside the answer
         text = text.split(THINK_CLOSE, 1)[1].strip()
     return {"answer": text, "finish_reason": finish, "transcript": transcript, "tokens": tokens,
-            "reasoning": reasoning, "messages": [AIMessage(content=text)]}
+            "reasoning": reasoning, "messages": [AIMessage(content=text, id=uuid.uuid4().hex)]}
+
+
+def sample_answer(text: str) -> str:
+    r"""The answer of a voting sample generated after a forced ``<think>``: the text after its last
+    ``</think>``, else its last non-empty line.
+
+    >>> sample_answer("2 + 3 = 5\n</think>\nThe answer is 5.")
+    'The answer is 5.'
+    >>> sample_answer("2 + 3 = 5\nso 5")
+    'so 5'
+    """
+    if THINK_CLOSE in text:
+        return text.rsplit(THINK_CLOSE, 1)[1].strip()
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+async def vote(state: State, runtime: Runtime[Context]) -> dict:
+    """Self-consistency when `voting_armed`: sample reasoning+answer completions from the prompt
+    (``<think>`` forced, `vote_temperature`, seeds recorded), one at a time, until the Beta rule
+    of Adaptive-Consistency (`agent.voting.beta_stop`) or `samples` or the token budget; the
+    greedy answer is sample 1. The majority answer (ties: larger summed certainty = −mean entropy
+    of the answer tokens, the greedy sample counting 0, i.e. most certain) replaces the greedy one
+    when it differs, in the answer and the thread."""
+    if not voting_armed(state):
+        return {}
+    ctx, cfg = runtime.context, runtime.context.config
+    tokens = dict(state["tokens"])
+    budget = _budget(state, cfg)
+    cap = state.get("samples") or 1
+    prefix = list(state["transcript"][: state["prompt_tokens"]]) + ctx.policy.tokenize(THINK_OPEN + "\n")
+    greedy = state.get("answer", "")
+    keys, cert, texts = [normalize_answer(greedy)], [0.0], [greedy]
+    records = [{"n": 1, "answer": greedy, "key": keys[0], "certainty": None, "tokens": 0, "seed": None}]
+    stop = "max_samples"
+    base_seed = state.get("seed") if state.get("seed") is not None else 0
+    while len(keys) < cap:
+        if beta_stop(Counter(keys), cfg.vote_confidence):
+            stop = "decisive"
+            break
+        n_max = min(cfg.sample_tokens, completion_left(tokens, budget))
+        if n_max < 8:
+            stop = "budget"
+            break
+        n = len(keys) + 1
+        seed = base_seed + n
+        _emit(runtime, "reasoning", f"\n[sample {n}/{cap}] ")
+        gen = await _run(runtime, prefix, GenerationParams(max_tokens=n_max, temperature=cfg.vote_temperature,
+                                                           seed=seed), "reasoning")
+        tokens["samples"] += len(gen.token_ids)
+        ans = sample_answer(gen.text)
+        n_ans = max(1, min(len(gen.entropies), len(ctx.policy.tokenize(ans)) if ans else 1))
+        certainty = -sum(gen.entropies[-n_ans:]) / n_ans if gen.entropies else 0.0
+        keys.append(normalize_answer(ans))
+        cert.append(certainty)
+        texts.append(ans)
+        records.append({"n": n, "answer": ans, "key": keys[-1], "certainty": round(certainty, 4),
+                        "tokens": len(gen.token_ids), "seed": seed})
+    else:
+        stop = "decisive" if beta_stop(Counter(keys), cfg.vote_confidence) else "max_samples"
+    chosen, counts = majority(keys, cert)
+    answer = texts[keys.index(chosen)]
+    _emit(runtime, "content", answer)
+    update: dict = {"tokens": tokens, "answer": answer,
+                    "votes": {"samples": records, "counts": dict(counts), "chosen": chosen, "stop": stop,
+                              "changed": chosen != keys[0]}}
+    if chosen != keys[0]:
+        last = state["messages"][-1]
+        update["messages"] = [AIMessage(content=answer, id=last.id)]  # replaces the greedy answer in the thread
+    return update

@@ -46,9 +46,13 @@ class Agent:
 
     async def _inputs(self, messages: Sequence[dict], thread_id: str | None, effort: str | None,
                       max_tokens: int | None, temperature: float, seed: int | None,
-                      top_p: float = 1.0) -> tuple[dict, dict, str]:
+                      top_p: float = 1.0, samples: int | None = None) -> tuple[dict, dict, str]:
         eff = normalize_effort(effort)
         TokenBudget.split(max_tokens, self.context.config)  # a limit < 1 is a ValueError here, not mid-graph
+        if samples is None:
+            samples = self.context.config.max_samples if eff == "high" else 1
+        if not 1 <= samples <= 32:
+            raise ValueError(f"max_samples must be in 1..32, got {samples}")
         system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         turns = [m for m in messages if m["role"] in ("user", "assistant")]
         if not turns or turns[-1]["role"] != "user":
@@ -62,24 +66,28 @@ class Agent:
             turns = turns[-1:]
         lc = [HumanMessage(m["content"]) if m["role"] == "user" else AIMessage(m["content"]) for m in turns]
         inputs = {"messages": lc, "effort": eff, "max_tokens": max_tokens, "temperature": temperature,
-                  "top_p": top_p, "seed": seed, "instructions": system}
+                  "top_p": top_p, "seed": seed, "instructions": system, "samples": samples}
         return inputs, config, eff
 
     async def run(self, messages: Sequence[dict], *, thread_id: str | None = None, effort: str | None = None,
                   max_tokens: int | None = None, temperature: float = 0.0, seed: int | None = None,
-                  top_p: float = 1.0) -> Turn:
-        """Answer the newest user message; see the module docstring."""
+                  top_p: float = 1.0, samples: int | None = None) -> Turn:
+        """Answer the newest user message; see the module docstring. `samples`: the self-consistency
+        cap (None: `AgentConfig.max_samples` when effort is high, else 1 = no voting)."""
         t0 = time.perf_counter()
-        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p)
+        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p,
+                                                 samples)
         state = await self._graph(thread_id).ainvoke(inputs, config, context=self.context)
         return self._turn(state, thread_id, eff, t0)
 
     async def stream(self, messages: Sequence[dict], *, thread_id: str | None = None, effort: str | None = None,
                      max_tokens: int | None = None, temperature: float = 0.0,
-                     seed: int | None = None, top_p: float = 1.0) -> AsyncIterator[tuple[str, object]]:
+                     seed: int | None = None, top_p: float = 1.0,
+                     samples: int | None = None) -> AsyncIterator[tuple[str, object]]:
         """Yield ("content"|"reasoning", text) as generated, then ("done", Turn)."""
         t0 = time.perf_counter()
-        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p)
+        inputs, config, eff = await self._inputs(messages, thread_id, effort, max_tokens, temperature, seed, top_p,
+                                                 samples)
         state: dict = {}
         async for mode, chunk in self._graph(thread_id).astream(inputs, config, context=self.context,
                                                     stream_mode=["custom", "values"]):

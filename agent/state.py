@@ -53,6 +53,7 @@ class TokenCounts(TypedDict):
     probe: int
     reasoning: int
     answer: int
+    samples: int
 
 
 class SearchBackend(Protocol):
@@ -80,6 +81,7 @@ class State(TypedDict, total=False):
     top_p: float                 # nucleus mass for sampled tokens (1.0: off)
     seed: int | None
     instructions: str            # the client's system message
+    samples: int                 # self-consistency cap of this turn (1: no voting)
     # per-turn working state
     question: str
     passages: list[dict]         # {n, id, source, heading, text, score, trigger}
@@ -98,3 +100,4 @@ class State(TypedDict, total=False):
     answer: str
     finish_reason: str
     tokens: TokenCounts
+    votes: dict                  # {samples: [{n, answer, key, certainty, tokens}], counts, chosen, stop}

@@ -8,9 +8,9 @@ Contract:
   answer, which always keeps ``total - think >= 1`` tokens. Without a limit the config's
   budgets apply (``max_answer_tokens`` plus the most hidden work the config allows).
 - `TokenLedger` counts one turn's tokens by kind. As OpenAI counts them:
-  ``completion = draft + probe + reasoning + answer`` (every token the policy generated for the
-  turn), ``reasoning_tokens = probe + reasoning`` (generated but not part of the answer, counted
-  inside completion), ``prompt_total = prompt + information`` (tokens read, not generated:
+  ``completion = draft + probe + reasoning + answer + samples`` (every token the policy generated
+  for the turn; ``samples``: the extra reasoning+answer samples of a vote), ``reasoning_tokens =
+  probe + reasoning + samples`` (generated but not the answer shown, counted inside completion), ``prompt_total = prompt + information`` (tokens read, not generated:
   the prompt and the retrieved ``<information>`` blocks). The agent keeps
   ``completion <= budget.total`` and ``hidden <= budget.think``.
 - `Turn` is what `agent.runner.Agent` returns; ``Turn.metadata`` is the JSON the API shows as
@@ -25,7 +25,7 @@ from typing import Any
 from agent.config import AgentConfig
 
 #: the ledger's kinds, in the order they are spent
-TOKEN_KINDS = ("prompt", "information", "draft", "probe", "reasoning", "answer")
+TOKEN_KINDS = ("prompt", "information", "draft", "probe", "reasoning", "answer", "samples")
 
 
 def empty_counts(prompt: int = 0) -> dict[str, int]:
@@ -47,8 +47,9 @@ class TokenBudget:
     think: int
 
     @classmethod
-    def split(cls, limit: int | None, cfg: AgentConfig) -> "TokenBudget":
-        """The budget for a client `limit` (None: the config's defaults).
+    def split(cls, limit: int | None, cfg: AgentConfig, samples: int = 1) -> "TokenBudget":
+        """The budget for a client `limit` (None: the config's defaults, plus `sample_tokens` for
+        each voting sample beyond the first when `samples` > 1; with a limit, samples fit in it).
 
         Example, with the default config (think_share 0.75, hidden work capped at 304 tokens):
 
@@ -64,7 +65,7 @@ class TokenBudget:
         """
         cap = cfg.max_think_tokens + cfg.draft_tokens + cfg.max_steps * cfg.probe_tokens
         if limit is None:
-            return cls(total=cfg.max_answer_tokens + cap, think=cap)
+            return cls(total=cfg.max_answer_tokens + cap + (max(1, samples) - 1) * cfg.sample_tokens, think=cap)
         if limit < 1:
             raise ValueError(f"max_completion_tokens must be >= 1, got {limit}")
         return cls(total=limit, think=min(cap, int(limit * cfg.think_share)))
@@ -80,6 +81,7 @@ class TokenLedger:
     probe: int = 0
     reasoning: int = 0
     answer: int = 0
+    samples: int = 0
 
     @classmethod
     def from_counts(cls, counts: dict[str, int] | None) -> "TokenLedger":
@@ -97,12 +99,12 @@ class TokenLedger:
     @property
     def completion(self) -> int:
         """Every token generated for the turn (OpenAI's ``completion_tokens``)."""
-        return self.draft + self.probe + self.reasoning + self.answer
+        return self.draft + self.probe + self.reasoning + self.answer + self.samples
 
     @property
     def hidden(self) -> int:
         """Generated tokens that are not part of the answer (OpenAI's ``reasoning_tokens``)."""
-        return self.probe + self.reasoning
+        return self.probe + self.reasoning + self.samples
 
     @property
     def prompt_total(self) -> int:
@@ -175,6 +177,7 @@ class Turn:
             "steps": state.get("steps", []),
             "exit_reason": state.get("exit_reason") or None,
             "retrievals": state.get("retrievals", []),
+            "votes": state.get("votes") or None,
             "sources": [{"n": p["n"], "source": p["source"], "heading": p["heading"], "score": p["score"],
                          "id": p["id"], "cited": p["n"] in cited} for p in state.get("passages", [])],
         }
@@ -182,5 +185,6 @@ class Turn:
                    finish_reason=state.get("finish_reason") or "stop", decision=state.get("decision") or "",
                    reason=state.get("reason") or "", effort=effort,
                    tokens=TokenLedger.from_counts(state.get("tokens")),
-                   budget=TokenBudget.split(state.get("max_tokens"), cfg), details=details, seconds=seconds,
+                   budget=TokenBudget.split(state.get("max_tokens"), cfg, state.get("samples") or 1), details=details,
+                   seconds=seconds,
                    transcript=list(state.get("transcript", [])))

@@ -112,6 +112,9 @@ class ChatCompletionRequest(BaseModel):
     thread_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
                                   description="continue (or start) a thread stored on the server; send only "
                                               "the new user message. Threads belong to the API key that made them.")
+    max_samples: int | None = Field(None, ge=1, le=32, description=(
+        "self-consistency: most reasoning+answer samples voted on when thinking ends uncertain (1: no voting); "
+        "default 8 with reasoning_effort=high, else 1"))
     store: bool = Field(False, description="store this turn as a new thread (its id comes back as "
                                            "thinkgate.thread_id); implied by thread_id")
     user: str | None = None
@@ -141,7 +144,8 @@ class Usage(BaseModel):
 
 class TokenLedgerOut(BaseModel):
     """The turn's tokens by kind (agent.turn.TokenLedger): completion_tokens = draft + probe +
-    reasoning + answer; reasoning_tokens = probe + reasoning; prompt_tokens = prompt + information."""
+    reasoning + answer + samples; reasoning_tokens = probe + reasoning + samples; prompt_tokens =
+    prompt + information."""
 
     prompt: int
     information: int
@@ -149,6 +153,7 @@ class TokenLedgerOut(BaseModel):
     probe: int
     reasoning: int
     answer: int
+    samples: int = Field(0, description="tokens of extra self-consistency samples")
 
 
 class BudgetOut(BaseModel):
@@ -183,6 +188,9 @@ class ThinkgateExtras(BaseModel):
     sources: list[SourceOut]
     tokens: TokenLedgerOut
     budget: BudgetOut
+    votes: dict[str, Any] | None = Field(None, description=(
+        "when a vote ran: samples (answer, vote key, certainty, tokens, seed), counts, chosen, why sampling "
+        "stopped (decisive | max_samples | budget), changed (the vote overrode the greedy answer)"))
     # extra key while the background index build is partial: index {state, files, chunks, chunks_per_s, eta_s}
 
 

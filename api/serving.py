@@ -157,7 +157,7 @@ class OpenAIServingChat:
     def _args(self, req: ChatCompletionRequest, thread_id: str | None) -> dict:
         return dict(messages=[{"role": m.role, "content": m.text} for m in req.messages], thread_id=thread_id,
                     effort=req.reasoning_effort or self.default_effort, max_tokens=req.token_limit,
-                    temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+                    temperature=req.temperature, top_p=req.top_p, seed=req.seed, samples=req.max_samples)
 
     def _overloaded(self) -> ErrorResponse:
         n = self.admission.retry_after()

@@ -108,3 +108,21 @@ async def test_documents_roundtrip_and_search(client):
     hits = (await client.get("/v1/search", params={"q": "assignment expression operator", "k": 2})).json()["data"]
     assert hits[0]["source"] == "notes/walrus.md" and 0 < hits[0]["score"] <= 1
     assert (await client.delete(f"/v1/documents/{r.json()['id']}")).status_code == 200
+
+
+async def test_self_consistency_votes_on_the_real_model(client):
+    """reasoning_effort=high with max_samples 3 (issue 11): when thinking ends uncertain the agent
+    samples more reasoning+answer completions and votes; the budget still holds."""
+    j = await ask(client, HARD, reasoning_effort="high", max_samples=3, max_tokens=None, max_completion_tokens=400,
+                  temperature=0.0)
+    tg = j["thinkgate"]
+    assert tg["decision"] == "think"
+    assert j["usage"]["completion_tokens"] <= 400
+    if tg["exit_reason"] == "certain":  # a certain probe ends thinking: nothing to vote on
+        assert tg["votes"] is None
+        return
+    v = tg["votes"]
+    assert 2 <= len(v["samples"]) <= 3 and v["stop"] in ("decisive", "max_samples", "budget")
+    assert v["chosen"] in {s["key"] for s in v["samples"]}
+    assert all(s["seed"] is not None for s in v["samples"][1:])
+    assert j["choices"][0]["message"]["content"].strip()
