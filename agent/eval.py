@@ -251,6 +251,12 @@ def add_scaling(per_bucket: dict, lm, tok, items, prompts, recs, args: EvalArgs,
         rep["vote_trigger_rate"] = sum(1 for i in keep if recs[i].learned_think and ent[i] > tau_vote) / len(keep)
         rep["tau_vote"] = tau_vote
         rep["trace_entropy"] = [[recs[i].id, ent[i], recs[i].think_score] for i in keep]
+    # per item, for re-analysis at other thresholds: greedy (entropy, score, tokens) and the samples
+    per_bucket["samples"] = {recs[i].id: {"greedy": [ent[i], recs[i].think_score, recs[i].think_tokens,
+                                                      recs[i].learned_think, recs[i].direct_score, recs[i].direct_tokens],
+                                          "samples": [[s.key, s.score, s.tokens, round(s.certainty, 4)]
+                                                      for s in samples[i]]}
+                             for i in range(len(recs))}
 
 
 def write_outputs(out: Path, results: dict) -> None:

@@ -175,3 +175,73 @@ def scaling_rows(items: list[Item], records, samples: list[list[Sample]], greedy
             rows["adaptive"].append(_row(r, scores[res.answer], sum(tokens[: res.used])))
     return rows
 
+
+
+def sweep(results: dict, taus: list[float], set_name: str = "arith", k: int = 8) -> list[dict]:
+    """Re-read a ``--samples`` evaluation (results.json) at other `taus`: per bucket, the accuracy
+    and mean tokens of always, learned, vote@K and adaptive, and adaptive's paired difference to
+    always and to vote@K — how τ_vote is picked on the dev split."""
+    from agent.stats import paired, summarize
+    from agent.voting import vote as majority
+
+    model = next(iter(results["models"].values()))
+    per_item = model["sets"][set_name]["samples"]
+    recs = {r["id"]: r for r in model["records"][set_name]}
+    fam = family(Item("x", next(iter(recs.values()))["family"], "", "", ""))
+    out = []
+    for tau in taus:
+        for bucket in sorted({r["bucket"] for r in recs.values()}):
+            rows: dict[str, list[dict]] = {"always": [], "learned": [], f"vote@{k}": [], "adaptive": []}
+            for iid, d in per_item.items():
+                r = recs[iid]
+                if r["bucket"] != bucket:
+                    continue
+                h, gscore, gtok, learned, dscore, dtok = d["greedy"]
+                gkey = normalize_answer(fam.extract(r["think_text"]))
+                keys = [gkey] + [s[0] for s in d["samples"]]
+                scores = {gkey: gscore, **{s[0]: s[1] for s in d["samples"]}}
+                toks = [gtok] + [s[2] for s in d["samples"]]
+                cert = [max((s[3] for s in d["samples"] if s[0] == gkey), default=-1.0)] + [s[3] for s in d["samples"]]
+
+                def row(score, tokens, thought=True):
+                    return {"id": iid, "bucket": bucket, "thought": thought, "score": score, "think_tokens": tokens,
+                            "answer_tokens": 0, "hidden_tokens": 0}
+                rows["always"].append(row(gscore, gtok))
+                rows["learned"].append(row(gscore, gtok) if learned else row(dscore, dtok, False))
+                rows[f"vote@{k}"].append(row(scores[majority(keys, cert)[0]], sum(toks)))
+                if not learned:
+                    rows["adaptive"].append(row(dscore, dtok, False))
+                elif h <= tau:
+                    rows["adaptive"].append(row(gscore, gtok))
+                else:
+                    res = adaptive_vote(keys, cert, max_samples=k)
+                    rows["adaptive"].append(row(scores[res.answer], sum(toks[: res.used])))
+            s = {m: summarize(v) for m, v in rows.items()}
+            out.append({"tau_vote": tau, "bucket": bucket, **{m: {"accuracy": v["accuracy"], "tokens": v["total_tokens"]}
+                                                             for m, v in s.items()},
+                        "adaptive_vs_always": paired(rows["adaptive"], rows["always"]),
+                        f"adaptive_vs_vote@{k}": paired(rows["adaptive"], rows[f"vote@{k}"])})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m agent.scaling RESULTS.json --tau 0.05,0.1,...``: print `sweep`."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m agent.scaling", description="re-read a --samples evaluation at other tau_vote")
+    ap.add_argument("results")
+    ap.add_argument("--tau", default="0,0.05,0.1,0.11,0.12,0.15,0.2")
+    args = ap.parse_args(argv)
+    for r in sweep(json.loads(open(args.results).read()), [float(t) for t in args.tau.split(",")]):
+        a, v = r["adaptive_vs_always"], r["adaptive_vs_vote@8"]
+        print(f"tau {r['tau_vote']:.2f} {r['bucket']:4}: always {r['always']['accuracy']:.3f} ({r['always']['tokens']:.0f} tok) "
+              f"learned {r['learned']['accuracy']:.3f} ({r['learned']['tokens']:.0f}) vote@8 {r['vote@8']['accuracy']:.3f} "
+              f"({r['vote@8']['tokens']:.0f}) adaptive {r['adaptive']['accuracy']:.3f} ({r['adaptive']['tokens']:.0f} tok = "
+              f"{r['adaptive']['tokens'] / r['vote@8']['tokens']:.0%} of vote@8, {r['adaptive']['tokens'] / r['learned']['tokens']:.2f}x "
+              f"learned) | vs always {a['diff']:+.3f} [{a['ci_low']:+.3f}, {a['ci_high']:+.3f}] p {a['mcnemar_p']:.2g} | "
+              f"vs vote@8 {v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -169,15 +169,18 @@ class OpenAIServingChat:
                                      ) -> ChatCompletionResponse | ErrorResponse | AsyncIterator[str]:
         """Answer `req` for `owner` (a key digest, `api.auth.Caller.owner`): a response, an SSE line
         iterator (stream=True), or an error value."""
-        err = await asyncio.to_thread(self._check, req)  # tokenizing a long request stays off the event loop
-        if err is not None:
-            return err
-        tid = await self._thread(req, owner)
-        if isinstance(tid, ErrorResponse):
-            return tid
-        ticket = self.admission.admit()
+        ticket = self.admission.admit()  # first, before any await: a burst is counted as it arrives
         if ticket is None:
             return self._overloaded()
+        try:
+            err = await asyncio.to_thread(self._check, req)  # tokenizing a long request stays off the event loop
+            tid = await self._thread(req, owner) if err is None else err
+        except BaseException:
+            ticket.release()
+            raise
+        if isinstance(tid, ErrorResponse):
+            ticket.release()
+            return tid
         if req.stream:
             gen = self._stream(req, ticket, tid)
             weakref.finalize(gen, ticket.release)  # a stream never iterated still frees its place
