@@ -32,6 +32,7 @@ class AgentConfig:
     max_answer_tokens: int = field(default=256, metadata={"help": "answer length limit when the client sets none"})
     think_share: float = field(default=0.75, metadata={"help": "largest share of a client's max_completion_tokens spent on hidden work (discarded draft, probes, reasoning); the answer keeps the rest"})
     max_samples: int = field(default=8, metadata={"help": "self-consistency: most reasoning+answer samples voted on (the greedy one included) when reasoning_effort=high or the request sets max_samples, and thinking ended uncertain"})
+    tau_vote: float = field(default=0.0, metadata={"help": "vote only when the reasoning's mean token entropy (nats) exceeds this; calibrate with python -m agent.eval --samples 8 on the dev split and python -m agent.scaling"})
     vote_confidence: float = field(default=0.95, metadata={"help": "Adaptive-Consistency Beta rule: stop sampling once P(leading answer beats the runner-up) reaches this"})
     vote_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the voting samples"})
     sample_tokens: int = field(default=160, metadata={"help": "most tokens of one voting sample (reasoning + answer)"})
@@ -43,7 +44,7 @@ class AgentConfig:
     query_turns: int = field(default=1, metadata={"help": "earlier user turns added to the retrieval query"})
 
     def __post_init__(self) -> None:
-        for name in ("tau_think", "tau_exit", "tau_retrieve"):
+        for name in ("tau_think", "tau_exit", "tau_retrieve", "tau_vote"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 nats, got {getattr(self, name)}")
         if not 0.0 <= self.think_share < 1.0:

@@ -73,10 +73,19 @@ def _budget(state: State, cfg) -> TokenBudget:
     return TokenBudget.split(state.get("max_tokens"), cfg, state.get("samples") or 1)
 
 
-def voting_armed(state: State) -> bool:
+def trace_entropy(state: State) -> float:
+    """Mean entropy (nats) over the turn's reasoning tokens (token-weighted over its steps)."""
+    steps = state.get("steps") or []
+    n = sum(s["tokens"] for s in steps)
+    return sum(s["entropy"] * s["tokens"] for s in steps) / n if n else 0.0
+
+
+def voting_armed(state: State, cfg=None) -> bool:
     """Self-consistency runs on this turn: voting was asked for (samples > 1), the turn thought,
-    and thinking did not end on a certain probe."""
-    return (state.get("samples") or 1) > 1 and state.get("decision") == "think" and state.get("exit_reason") != "certain"
+    thinking did not end on a certain probe, and the reasoning's mean entropy exceeds τ_vote."""
+    tau_vote = cfg.tau_vote if cfg is not None else 0.0
+    return ((state.get("samples") or 1) > 1 and state.get("decision") == "think"
+            and state.get("exit_reason") != "certain" and (tau_vote <= 0 or trace_entropy(state) > tau_vote))
 
 
 async def _search(runtime: Runtime[Context], query: str, k: int, seen: set[int], start_n: int,
@@ -274,7 +283,7 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     reasoning = state.get("reasoning", "")
     # with a vote coming, this greedy answer is its first sample: shown as reasoning; the vote sends
     # the chosen answer as content
-    kind = "reasoning" if voting_armed(state) else "content"
+    kind = "reasoning" if voting_armed(state, cfg) else "content"
     if kind == "reasoning":
         _emit(runtime, kind, "\n[sample 1: greedy] ")
     if state.get("exit_reason") == "model_ended" and state["steps"]:
@@ -325,9 +334,9 @@ async def vote(state: State, runtime: Runtime[Context]) -> dict:
     greedy answer is sample 1. The majority answer (ties: larger summed certainty = −mean entropy
     of the answer tokens, the greedy sample counting 0, i.e. most certain) replaces the greedy one
     when it differs, in the answer and the thread."""
-    if not voting_armed(state):
-        return {}
     ctx, cfg = runtime.context, runtime.context.config
+    if not voting_armed(state, cfg):
+        return {}
     tokens = dict(state["tokens"])
     budget = _budget(state, cfg)
     cap = state.get("samples") or 1

@@ -92,6 +92,10 @@ async def test_no_vote_unless_asked_or_when_certain():
     assert turn.details["votes"]["stop"] == "max_samples" and len(turn.details["votes"]["samples"]) == 3
     with pytest.raises(ValueError, match="max_samples must be in 1..32"):
         await agent.run([{"role": "user", "content": "q"}], samples=0)
+    calm = Agent(MockPolicy(voting_script()), FakeRetriever([]),
+                 AgentConfig(tau_think=1.0, tau_exit=0.5, max_steps=2, tau_vote=0.6), checkpointer=InMemorySaver())
+    turn = await calm.run([{"role": "user", "content": "q"}], effort="high")  # steps at 0.5 nats ≤ τ_vote
+    assert turn.details["votes"] is None and turn.answer == "41"
 
 
 async def test_stream_shows_samples_as_reasoning_and_the_choice_as_content(tmp_path):
