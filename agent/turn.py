@@ -19,19 +19,10 @@ Contract:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from agent.config import AgentConfig
-
-#: the ledger's kinds, in the order they are spent
-TOKEN_KINDS = ("prompt", "information", "draft", "probe", "reasoning", "answer", "samples")
-
-
-def empty_counts(prompt: int = 0) -> dict[str, int]:
-    """A fresh per-turn count dict (the graph state's ``tokens``), keys `TOKEN_KINDS`."""
-    return {k: (prompt if k == "prompt" else 0) for k in TOKEN_KINDS}
-
 
 @dataclass(frozen=True)
 class TokenBudget:
@@ -113,6 +104,15 @@ class TokenLedger:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+#: the ledger's kinds, in the order they are spent (`TokenLedger`'s fields)
+TOKEN_KINDS = tuple(f.name for f in fields(TokenLedger))
+
+
+def empty_counts(prompt: int = 0) -> dict[str, int]:
+    """A fresh per-turn count dict (the graph state's ``tokens``), keys `TOKEN_KINDS`."""
+    return {k: (prompt if k == "prompt" else 0) for k in TOKEN_KINDS}
 
 
 def hidden_left(counts: dict[str, int], budget: TokenBudget) -> int:

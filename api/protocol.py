@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.state import EFFORTS
+from agent.turn import TokenBudget, TokenLedger
 
 #: `reasoning_effort` values accepted (agent.state.EFFORTS is the one list)
 ReasoningEffort = Literal[tuple(EFFORTS)]  # type: ignore[valid-type]
@@ -142,25 +143,6 @@ class Usage(BaseModel):
     completion_tokens_details: ReasoningTokens = Field(default_factory=ReasoningTokens)
 
 
-class TokenLedgerOut(BaseModel):
-    """The turn's tokens by kind (agent.turn.TokenLedger): completion_tokens = draft + probe +
-    reasoning + answer + samples; reasoning_tokens = probe + reasoning + samples; prompt_tokens =
-    prompt + information."""
-
-    prompt: int
-    information: int
-    draft: int
-    probe: int
-    reasoning: int
-    answer: int
-    samples: int = Field(0, description="tokens of extra self-consistency samples")
-
-
-class BudgetOut(BaseModel):
-    total: int = Field(description="completion tokens allowed")
-    think: int = Field(description="of those, the most hidden work (draft discarded, probes, reasoning)")
-
-
 class SourceOut(BaseModel):
     n: int
     source: str
@@ -186,8 +168,10 @@ class ThinkgateExtras(BaseModel):
     exit_reason: str | None
     retrievals: list[dict[str, Any]]
     sources: list[SourceOut]
-    tokens: TokenLedgerOut
-    budget: BudgetOut
+    tokens: TokenLedger = Field(description=(
+        "the turn's tokens by kind: completion_tokens = draft + probe + reasoning + answer + samples; "
+        "reasoning_tokens = probe + reasoning + samples; prompt_tokens = prompt + information"))
+    budget: TokenBudget = Field(description="completion tokens allowed (total) and, of those, the most hidden work (think)")
     votes: dict[str, Any] | None = Field(None, description=(
         "when a vote ran: samples (answer, vote key, certainty, tokens, seed), counts, chosen, why sampling "
         "stopped (decisive | max_samples | budget), changed (the vote overrode the greedy answer)"))
