@@ -176,47 +176,30 @@ def scaling_rows(items: list[Item], records, samples: list[list[Sample]], greedy
     return rows
 
 
-
 def sweep(results: dict, taus: list[float], set_name: str = "arith", k: int = 8) -> list[dict]:
     """Re-read a ``--samples`` evaluation (results.json) at other `taus`: per bucket, the accuracy
     and mean tokens of always, learned, vote@K and adaptive, and adaptive's paired difference to
-    always and to vote@K — how τ_vote is picked on the dev split."""
-    from agent.stats import paired, summarize
-    from agent.voting import vote as majority
+    always and to vote@K — how τ_vote is picked on the dev split. The stored records and samples
+    go through `scaling_rows` again, so the modes are computed exactly as in the evaluation."""
+    from agent.forced import ForcedRecord
+    from agent.stats import decide, paired, summarize
 
     model = next(iter(results["models"].values()))
     per_item = model["sets"][set_name]["samples"]
-    recs = {r["id"]: r for r in model["records"][set_name]}
-    fam = family(Item("x", next(iter(recs.values()))["family"], "", "", ""))
+    recs = [ForcedRecord(**r) for r in model["records"][set_name]]
+    items = [Item(r.id, r.family, "", "", r.bucket) for r in recs]
+    samples = [[Sample("", tokens, score, key, cert) for key, score, tokens, cert in per_item[r.id]["samples"]]
+               for r in recs]
+    entropy = [per_item[r.id]["greedy"][0] for r in recs]
     out = []
     for tau in taus:
-        for bucket in sorted({r["bucket"] for r in recs.values()}):
-            rows: dict[str, list[dict]] = {"always": [], "learned": [], f"vote@{k}": [], "adaptive": []}
-            for iid, d in per_item.items():
-                r = recs[iid]
-                if r["bucket"] != bucket:
-                    continue
-                h, gscore, gtok, learned, dscore, dtok = d["greedy"]
-                gkey = normalize_answer(fam.extract(r["think_text"]))
-                keys = [gkey] + [s[0] for s in d["samples"]]
-                scores = {gkey: gscore, **{s[0]: s[1] for s in d["samples"]}}
-                toks = [gtok] + [s[2] for s in d["samples"]]
-                cert = [max((s[3] for s in d["samples"] if s[0] == gkey), default=-1.0)] + [s[3] for s in d["samples"]]
-
-                def row(score, tokens, thought=True):
-                    return {"id": iid, "bucket": bucket, "thought": thought, "score": score, "think_tokens": tokens,
-                            "answer_tokens": 0, "hidden_tokens": 0}
-                rows["always"].append(row(gscore, gtok))
-                rows["learned"].append(row(gscore, gtok) if learned else row(dscore, dtok, False))
-                rows[f"vote@{k}"].append(row(scores[majority(keys, cert)[0]], sum(toks)))
-                if not learned:
-                    rows["adaptive"].append(row(dscore, dtok, False))
-                elif h <= tau:
-                    rows["adaptive"].append(row(gscore, gtok))
-                else:
-                    res = adaptive_vote(keys, cert, max_samples=k)
-                    rows["adaptive"].append(row(scores[res.answer], sum(toks[: res.used])))
-            s = {m: summarize(v) for m, v in rows.items()}
+        for bucket in sorted({r.bucket for r in recs}):
+            keep = [i for i, r in enumerate(recs) if r.bucket == bucket]
+            pick = [recs[i] for i in keep]
+            rows = {"always": decide(pick, "always"), "learned": decide(pick, "learned"),
+                    **scaling_rows([items[i] for i in keep], pick, [samples[i] for i in keep],
+                                   [entropy[i] for i in keep], tau)}
+            s = {m: summarize(v) for m, v in rows.items() if m in ("always", "learned", f"vote@{k}", "adaptive")}
             out.append({"tau_vote": tau, "bucket": bucket, **{m: {"accuracy": v["accuracy"], "tokens": v["total_tokens"]}
                                                              for m, v in s.items()},
                         "adaptive_vs_always": paired(rows["adaptive"], rows["always"]),
