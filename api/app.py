@@ -3,8 +3,9 @@ turn every failure into OpenAI's error shape.
 
 Contract: `create_app(settings, policy=None, retriever=None)` builds the app; at start-up it
 loads what was not injected (the policy from the registry, the retriever on the index dir),
-opens the SQLite checkpointer for threads and builds the agent. Tests inject tiny or mock
-components.
+opens the threads' checkpointer (SQLite, or PostgreSQL with ``THINKGATE_DATABASE_URL``: then the
+chunk store is there too and any number of replicas serve the same threads and documents) and
+builds the agent. Tests inject tiny or mock components.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from agent.runner import Agent
 from api import metrics
 from api.admission import Admission
 from api.auth import APIError, Caller, KeyAuth, parse_keys
-from api.threads import ThreadStore
+from api.threads import ThreadStore, open_threads
 from api.protocol import (ChatCompletionRequest, ChatCompletionResponse, DocumentIn, DocumentList, DocumentOut,
                           ErrorBody, ErrorResponse, Health, ModelList, SearchResponse, ThreadDeleted)
 from api.serving import DocumentServing, OpenAIServingChat
@@ -123,8 +124,6 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
         nonlocal policy, retriever, indexing
         if policy is None:
             from policy.models import load_policy
@@ -158,11 +157,7 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
             cfg = AgentConfig.for_model(model_dir, tau_think=settings.tau_think, tau_exit=settings.tau_exit)
             if settings.tau_think is None:
                 calibration_mismatch(model_dir, policy.backend, policy.weights)
-        settings.resolved_threads_db.parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(settings.resolved_threads_db)) as saver:
-            await saver.setup()
-            threads = ThreadStore(saver)
-            await threads.setup()
+        async with open_threads(settings) as (saver, threads):
             agent = Agent(policy, retriever, cfg, checkpointer=saver)
             app.state.chat = OpenAIServingChat(
                 agent, settings.served_model_name or policy.name, settings.reasoning_effort,

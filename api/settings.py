@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.protocol import ReasoningEffort
@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=cache_dir, description="models, index and threads live here")
     index_dir: Path | None = Field(None, description="FAISS + SQLite index dir (default: <cache_dir>/index)")
     threads_db: Path | None = Field(None, description="SQLite checkpointer file (default: <cache_dir>/threads.sqlite)")
+    database_url: str | None = Field(None, description="postgresql://user:pass@host:port/db puts threads and the "
+                                                       "chunk store in PostgreSQL, shared by API replicas (each "
+                                                       "keeps its FAISS cache in index_dir); unset: SQLite files")
+    index_refresh_s: float = Field(1.0, ge=0, description="how often, at most, a search checks the shared store "
+                                                          "for documents written by other replicas (seconds)")
     demo_index: bool = Field(False, description="index the demo corpus in the background at start-up while "
                                                 "answering (resumes a partial build; skips unchanged files)")
     host: str = "127.0.0.1"
@@ -66,7 +71,18 @@ class Settings(BaseSettings):
     def retriever_options(self) -> dict:
         """Keyword arguments of `retrieval.retriever.Retriever` from these settings."""
         return {"mode": self.retrieval_mode, "rrf_k": self.rrf_k, "lexical_weight": self.lexical_weight,
-                "source_decay": self.source_decay, "max_postings": self.lexical_max_postings}
+                "source_decay": self.source_decay, "max_postings": self.lexical_max_postings,
+                "database_url": self.database_url, "refresh_s": self.index_refresh_s}
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"THINKGATE_DATABASE_URL must start with postgresql:// (unset: SQLite), "
+                             f"got {v.split('://')[0]!r}://…")
+        return v
 
     @property
     def resolved_index_dir(self) -> Path:

@@ -172,6 +172,9 @@ class Retriever:
         source_decay: diversity across pages, in (0, 1]; 1 turns it off.
         max_postings: lexical queries leave out words held by more chunks than this (None: keep
             all); it bounds BM25's latency on large indexes (`ChunkIndex.lexical_search`).
+        database_url: ``postgresql://…`` keeps the chunk store in PostgreSQL, shared by replicas
+            (None: SQLite in `index_dir`); `index_dir` then holds only this replica's FAISS cache.
+        refresh_s: how often, at most, a search looks for writes made by other processes (seconds).
 
     Raises:
         ValueError: an unknown mode or a parameter out of range.
@@ -180,7 +183,7 @@ class Retriever:
     def __init__(self, index_dir: str | Path, embedder: Embedder | str | None = None, *,
                  overlap: int = 32, batch_chunks: int = 256, mode: str = "hybrid", rrf_k: float = 60.0,
                  lexical_weight: float = 1.0, candidates: int = 50, source_decay: float = 0.5,
-                 max_postings: int | None = 3000):
+                 max_postings: int | None = 3000, database_url: str | None = None, refresh_s: float = 1.0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 < source_decay <= 1.0:
@@ -194,7 +197,8 @@ class Retriever:
         # the chunker gets its own copy of the tokenizer: it runs on the prefetch thread while the
         # embedder tokenizes batches (a shared fast tokenizer raises "Already borrowed")
         self.chunker = Chunker(copy.deepcopy(self.embedder.tokenizer), self.embedder.max_tokens, overlap)
-        self.index = ChunkIndex(index_dir, self.embedder.dim, self.embedder.name)
+        self.index = ChunkIndex(index_dir, self.embedder.dim, self.embedder.name, database_url=database_url,
+                                refresh_s=refresh_s)
         self.batch_chunks = batch_chunks
 
     def __len__(self) -> int:

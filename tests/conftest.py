@@ -19,3 +19,26 @@ def tiny_policy():
 
     tok = byte_bpe_tokenizer()
     return TransformersPolicy(tiny_llama(len(tok)), tok, name="tiny", device="cpu", cache_slots=2, threads=1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A private PostgreSQL cluster for the session (tests/pgcluster.py). Where PostgreSQL is not
+    installed the test is skipped, except under CI (``CI`` set), where that is a failure."""
+    from tests.pgcluster import PrivateCluster, pg_bindir
+
+    if pg_bindir() is None:
+        msg = "PostgreSQL is not installed (`make test` installs Debian's postgresql as root)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    with PrivateCluster() as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request):
+    """A fresh database on the session cluster, named after the test."""
+    import re
+
+    return pg_cluster.create_database(re.sub(r"\W+", "_", request.node.name)[:60].lower())

@@ -88,8 +88,7 @@ async def test_turns_without_a_thread_are_not_stored_unless_asked(tmp_path):
             r = await c.post("/v1/chat/completions", json=ask())
             assert r.json()["thinkgate"]["thread_id"] is None
             threads = app.state.chat.threads
-            async with threads.conn.execute("SELECT count(*) FROM checkpoints") as cur:
-                assert (await cur.fetchone())[0] == 0
+            assert (await threads.run("SELECT count(*) FROM checkpoints", ()))[0][0] == 0
             r = await c.post("/v1/chat/completions", json=ask(store=True))
             tid = r.json()["thinkgate"]["thread_id"]
             assert tid and await threads.owner_of(tid) == "anonymous"
