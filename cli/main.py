@@ -31,9 +31,29 @@ def _fail(msg: str) -> None:
 
 
 def _settings(**kw):
+    from pydantic import ValidationError
+
     from api.settings import Settings
 
-    return Settings(**{k: v for k, v in kw.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in kw.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        _fail(f"{'.'.join(map(str, err['loc']))}: {str(err['msg']).removeprefix('Value error, ')}")
+
+
+def _check_database(url: str | None) -> None:
+    """Fail in one line, before anything binds or loads, when THINKGATE_DATABASE_URL cannot be reached."""
+    if not url:
+        return
+    import psycopg
+
+    from retrieval.pgstore import redact
+
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        _fail(f"cannot reach PostgreSQL at {redact(url)}: {str(exc).strip().splitlines()[0]}")
 
 
 def _retriever(index: Optional[Path], embedder: Optional[str] = None):
@@ -41,6 +61,7 @@ def _retriever(index: Optional[Path], embedder: Optional[str] = None):
     from retrieval.retriever import Retriever
 
     s = _settings(index_dir=index, embedder=embedder)
+    _check_database(s.database_url)
     try:
         return Retriever(s.resolved_index_dir, s.embedder, **s.retriever_options())
     except (IndexMismatchError, LookupError) as exc:
@@ -71,8 +92,13 @@ def serve(model: Optional[str] = typer.Option(None, help="registered name, check
         resolve_policy(s.model, s.cache_dir)  # fail fast, before the server binds
     except ModelNotFoundError as exc:
         _fail(str(exc))
+    _check_database(s.database_url)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    typer.echo(f"thinkgate: model {s.model}, index {s.resolved_index_dir}, http://{s.host}:{s.port}")
+    from retrieval.pgstore import redact
+
+    store = f"PostgreSQL {redact(s.database_url)} (FAISS cache {s.resolved_index_dir})" if s.database_url \
+        else str(s.resolved_index_dir)
+    typer.echo(f"thinkgate: model {s.model}, index {store}, http://{s.host}:{s.port}")
     uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=log_level)
 
 

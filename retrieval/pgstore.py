@@ -4,7 +4,8 @@ every API replica that names the same ``THINKGATE_DATABASE_URL``.
 Contract beyond the interface:
 - Tables ``thinkgate_meta``, ``thinkgate_files``, ``thinkgate_chunks``, ``thinkgate_tombstones``
   (prefixed: the database also holds LangGraph's checkpoint tables). Schema creation runs under a
-  session advisory lock, so replicas starting together do not race on ``CREATE … IF NOT EXISTS``.
+  session advisory lock (`wait_for_lock`), so replicas starting together do not race on
+  ``CREATE … IF NOT EXISTS``.
 - Every write is one transaction that first takes a transaction-level advisory lock
   (`WRITE_LOCK`), then bumps the generation: writers commit in generation order, and a reader
   that sees generation g sees every write up to g (`changes_since` and `snapshot` read in one
@@ -66,6 +67,22 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def wait_for_lock(con, key: int, timeout_s: float = 120.0) -> None:
+    """Take session advisory lock `key` on `con`, polling ``pg_try_advisory_lock`` rather than blocking
+    in ``pg_advisory_lock``: a blocked statement holds a snapshot, and LangGraph's migrations run
+    ``CREATE INDEX CONCURRENTLY``, which waits for every snapshot — two replicas starting together
+    would wait on each other forever.
+
+    Raises:
+        TimeoutError: not taken within `timeout_s`.
+    """
+    t0 = time.monotonic()
+    while not con.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(f"advisory lock {key:#x} still held by another process after {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
 def read_meta(url: str) -> dict[str, str]:
     """The meta table of the store at `url` (dim, embedder, …).
 
@@ -103,7 +120,7 @@ class PostgresChunkStore(ChunkStore):
         except (psycopg.Error, Exception) as e:  # PoolTimeout, OperationalError
             raise ConnectionError(f"cannot reach PostgreSQL at {self.location}: {e}") from e
         with self.pool.connection() as con:
-            con.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            wait_for_lock(con, SCHEMA_LOCK)
             try:
                 for stmt in SCHEMA:
                     con.execute(stmt)

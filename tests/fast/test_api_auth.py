@@ -94,6 +94,10 @@ async def test_turns_without_a_thread_are_not_stored_unless_asked(tmp_path):
             assert tid and await threads.owner_of(tid) == "anonymous"
             r = await c.post("/v1/chat/completions", json=ask("and?", thread_id=tid))
             assert r.status_code == 200
+            got = (await c.get(f"/v1/threads/{tid}")).json()
+            assert got["object"] == "thread" and [m["role"] for m in got["messages"]] == ["user", "assistant"] * 2
+            assert got["messages"][2]["content"] == "and?"
+            assert (await c.get("/v1/threads/nope")).status_code == 404
 
 
 async def test_threads_expire(tmp_path):
