@@ -32,8 +32,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval.store import (FTS_WEIGHTS, STOPWORDS, ChunkStore, IndexMismatchError, SqliteChunkStore,  # noqa: F401
-                             document_id, fts_query, iter_rows, open_store, path_words, query_words)
+from retrieval.store import ChunkStore, IndexMismatchError, SqliteChunkStore, document_id, iter_rows, open_store
+
+__all__ = ["ChunkIndex", "IndexMismatchError", "Passage", "document_id"]
 
 
 @dataclass

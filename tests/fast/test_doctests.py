@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["agent.voting", "agent.turn", "agent.state", "agent.nodes", "retrieval.index", "retrieval.retriever",
+MODULES = ["agent.voting", "agent.turn", "agent.state", "agent.nodes", "retrieval.store", "retrieval.pgstore", "retrieval.retriever",
            "retrieval.eval", "api.auth", "tasks.arithmetic", "policy.format", "training.rewards"]
 
 
