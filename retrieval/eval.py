@@ -18,7 +18,11 @@ Contract:
   Wilson intervals, MRR@20 (1 / rank of the first gold page) with a 95 % bootstrap interval, query
   latency p50 (ms); and each retriever against ``dense`` at recall@5, paired (difference with a
   95 % interval, exact McNemar p).
-- Writes ``results.json`` and ``table.md`` under ``--out``. Raises `FileNotFoundError` when the
+- Fusion settings: before either set is searched, hybrid recall@5 is measured on a development set
+  built the same way from the glossary (`glossary_questions`, searched without the glossary page)
+  over a pre-registered grid of (lexical weight, same-page decay) (`GRID`, `tune`, `pick`); the
+  picked setting is evaluated as ``hybrid+dev-tuned`` beside the defaults.
+- Writes ``results.json``, ``table-*.md`` and ``dev-grid.md`` under ``--out``. Raises `FileNotFoundError` when the
   index does not exist (build it with ``thinkgate ingest <docs> --index DIR``).
 """
 from __future__ import annotations
@@ -101,6 +105,31 @@ def faq_questions(docs: Path) -> list[dict]:
     return out
 
 
+def glossary_questions(docs: Path) -> list[dict]:
+    """A development set built like the FAQ set but disjoint from it: every glossary term
+    (``glossary.rst.txt``) whose definition names library pages, asked as "What is <term> in
+    Python?", gold = those pages: [{id, question, sources}]. Searched in an index copy without the
+    glossary page; used only to choose the fusion settings before the FAQ set is looked at."""
+    library = {p.name[: -len(".rst.txt")] for p in (docs / "library").glob("*.rst.txt")}
+    entries: list[tuple[str, list[str]]] = []
+    for line in (docs / "glossary.rst.txt").read_text(encoding="utf-8").splitlines():
+        if re.match(r"^   \S", line):  # a term (3 spaces in); its definition is indented further
+            entries.append((line.strip(), []))
+        elif entries and line.startswith("      "):
+            entries[-1][1].append(line)
+    out = []
+    for i, (term, body) in enumerate(entries):
+        pages: list[str] = []
+        for role, name in ROLE.findall("\n".join(body)):
+            page = _page_of(role, name, library)
+            if page and page not in pages:
+                pages.append(page)
+        term = term.strip("`").strip()
+        if pages and term:
+            out.append({"id": f"glossary-{i}", "question": f"What is {term} in Python?", "sources": pages})
+    return out
+
+
 def first_hit(sources: list[str], gold: list[str]) -> int | None:
     """1-based rank of the first source that is a gold page, or None.
 
@@ -120,13 +149,16 @@ def bootstrap_mean(xs: list[float], n: int = 2000, seed: int = 0) -> tuple[float
     return means[int(0.025 * n)], means[int(0.975 * n) - 1]
 
 
-def evaluate(retriever, questions: list[dict], k_max: int = 20) -> dict:
-    """Per-retriever metrics and per-question ranks (see the module docstring)."""
+def evaluate(retriever, questions: list[dict], k_max: int = 20, extra: dict | None = None) -> dict:
+    """Per-retriever metrics and per-question ranks (see the module docstring); `extra`: more
+    retrievers as name → (mode, source_decay, lexical_weight)."""
     from agent.stats import paired, wilson
 
     ranks: dict[str, list[int | None]] = {}
     out: dict = {"n": len(questions), "retrievers": {}}
-    for name, (mode, decay) in RETRIEVERS.items():
+    runs = {name: (mode, decay, 1.0) for name, (mode, decay) in RETRIEVERS.items()} | (extra or {})
+    for name, (mode, decay, weight) in runs.items():
+        retriever.lexical_weight = weight
         rs, ms = [], []
         for q in questions:
             t0 = time.perf_counter()
@@ -144,8 +176,9 @@ def evaluate(retriever, questions: list[dict], k_max: int = 20) -> dict:
         lo, hi = bootstrap_mean(rr)
         row["mrr@20"] = {"value": statistics.fmean(rr), "ci_low": lo, "ci_high": hi}
         out["retrievers"][name] = row
+    retriever.lexical_weight = 1.0
     base = [{"id": q["id"], "score": float(r is not None and r <= 5)} for q, r in zip(questions, ranks["dense"])]
-    for name in RETRIEVERS:
+    for name in runs:
         mine = [{"id": q["id"], "score": float(r is not None and r <= 5)} for q, r in zip(questions, ranks[name])]
         out["retrievers"][name]["vs_dense_recall@5"] = paired(mine, base)
     out["ranks"] = {name: rs for name, rs in ranks.items()}
@@ -169,17 +202,52 @@ def table(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def without_faq(index_dir: Path, work: Path):
-    """A `Retriever` over a copy of `index_dir` with every ``/faq/`` source deleted."""
+def without(index_dir: Path, work: Path, marker: str):
+    """A `Retriever` over a copy of `index_dir` with every source whose path holds `marker` deleted."""
     from retrieval.retriever import Retriever
 
-    copy = work / "index-without-faq"
+    copy = work / ("index-without-" + re.sub(r"\W", "", marker))
     shutil.copytree(index_dir, copy)
     r = Retriever(copy)
     for d in r.index.sources():
-        if "/faq/" in d["source"]:
+        if marker in d["source"]:
             r.delete(d["source"])
     return r
+
+
+def without_faq(index_dir: Path, work: Path):
+    """A `Retriever` over a copy of `index_dir` with every ``/faq/`` source deleted."""
+    return without(index_dir, work, "/faq/")
+
+
+#: the pre-registered grid of `tune`: (lexical weight, same-page decay); defaults first
+GRID = [(w, d) for w in (1.0, 0.5, 2.0) for d in (0.5, 0.3, 0.7, 1.0)]
+
+
+def tune(retriever, questions: list[dict], k: int = 5) -> list[dict]:
+    """Recall@`k` of hybrid search at every (lexical_weight, source_decay) of `GRID` on a development
+    set: [{lexical_weight, source_decay, recall, hits}], in grid order. The choice (`pick`) is made
+    here, before the test set is searched."""
+    rows = []
+    for w, d in GRID:
+        retriever.lexical_weight = w
+        hits = sum(1 for q in questions
+                   if (r := first_hit([h.source for h in retriever.search(q["question"], k, mode="hybrid",
+                                                                            source_decay=d)], q["sources"]))
+                   is not None)
+        rows.append({"lexical_weight": w, "source_decay": d, "recall": hits / len(questions), "hits": hits})
+    retriever.lexical_weight = 1.0
+    return rows
+
+
+def pick(rows: list[dict]) -> dict:
+    """The grid point with the most hits; ties go to the earlier point (the defaults come first).
+
+    >>> pick([{"hits": 3, "n": 0}, {"hits": 4, "n": 1}, {"hits": 4, "n": 2}])["n"]
+    1
+    """
+    best = max(r["hits"] for r in rows)
+    return next(r for r in rows if r["hits"] == best)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -207,11 +275,26 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(2)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results: dict = {}
+    extra = None
     with tempfile.TemporaryDirectory() as work:
+        if (docs / "glossary.rst.txt").is_file():  # choose the fusion settings on the dev set first
+            dev = glossary_questions(docs)
+            rows = tune(without(Path(args.index), Path(work), "/glossary."), dev)
+            best = pick(rows)
+            results["dev_glossary"] = {"n": len(dev), "grid": rows, "picked": best}
+            grid = "\n".join(f"| {r['lexical_weight']} | {r['source_decay']} | {r['hits']}/{len(dev)} = {r['recall']:.3f} |"
+                             for r in rows)
+            (out / "dev-grid.md").write_text(
+                f"Glossary dev set (n = {len(dev)}), hybrid recall@5 over the pre-registered grid; picked "
+                f"lexical_weight {best['lexical_weight']}, source_decay {best['source_decay']} (ties: the earlier "
+                "row; the defaults come first).\n\n| lexical weight | same-page decay | recall@5 |\n|---|---|---|\n"
+                + grid + "\n")
+            print((out / "dev-grid.md").read_text())
+            extra = {"hybrid+dev-tuned": ("hybrid", best["source_decay"], best["lexical_weight"])}
         for name, questions, retriever in (("faq", faq_questions(docs), without_faq(Path(args.index), Path(work))),
                                            ("written", load_questions(), Retriever(args.index))):
-            results[name] = evaluate(retriever, questions)
+            results[name] = evaluate(retriever, questions, extra=extra)
             (out / f"table-{name}.md").write_text(table(results[name]))
             print(f"## {name}\n\n{table(results[name])}")
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -116,3 +116,20 @@ def test_faq_question_set_is_built_from_the_docs(tmp_path: Path):
     assert qs[0]["sources"] == ["library/copy.rst.txt", "library/stdtypes.rst.txt"]
     assert qs[1]["sources"] == ["library/os.path.rst.txt", "library/functions.rst.txt"]
     assert first_hit(["/d/library/os.rst.txt", "/d/library/os.path.rst.txt"], qs[1]["sources"]) == 2
+
+
+def test_glossary_dev_set_and_the_pre_registered_pick(tmp_path: Path):
+    from retrieval.eval import GRID, glossary_questions, pick
+
+    (tmp_path / "library").mkdir()
+    for m in ("abc", "asyncio"):
+        (tmp_path / "library" / f"{m}.rst.txt").write_text("x")
+    (tmp_path / "glossary.rst.txt").write_text(
+        "Glossary\n********\n\n.. glossary::\n\n   ``>>>``\n      The prompt.\n\n   abstract base class\n"
+        "      See :mod:`abc` and\n      :class:`abc.ABC`.\n\n   coroutine\n      See :mod:`asyncio`.\n")
+    qs = glossary_questions(tmp_path)
+    assert [(q["question"], q["sources"]) for q in qs] == [
+        ("What is abstract base class in Python?", ["library/abc.rst.txt"]),
+        ("What is coroutine in Python?", ["library/asyncio.rst.txt"])]
+    assert GRID[0] == (1.0, 0.5)  # the defaults come first, so a tie keeps them
+    assert pick([{"hits": 2, **dict(zip(("lexical_weight", "source_decay"), g))} for g in GRID])["source_decay"] == 0.5
