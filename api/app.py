@@ -285,7 +285,8 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         except Exception as exc:
             return JSONResponse({"status": "error", "error": str(exc)}, status_code=503)
         r = request.app.state.retriever
-        body = {"status": "ok", "policy": ph, "chunks": len(r) if r is not None else 0}
+        store = await asyncio.to_thread(r.index.status) if r is not None else None  # may fetch new vectors
+        body = {"status": "ok", "policy": ph, "chunks": store["chunks"] if store else 0, "store": store}
         indexing = getattr(request.app.state, "indexing", None)
         if indexing is not None:
             body["index"] = indexing.status().to_dict()

@@ -254,13 +254,15 @@ class HealthIndex(BaseModel):
 
 
 class Health(BaseModel):
-    """``GET /healthz``: ``status`` ok, the policy's health, the chunk count, the background index
-    build while one exists."""
+    """``GET /healthz``: ``status`` ok, the policy's health, the chunk count, the chunk store (kind,
+    location, its generation and this replica's cache generation), the background index build while
+    one exists."""
 
     model_config = ConfigDict(extra="allow")
     status: Literal["ok"]
     policy: dict[str, Any]
     chunks: int
+    store: dict[str, Any] | None = None
     index: dict[str, Any] | None = None
 
 

@@ -282,6 +282,16 @@ class ChunkIndex:
         return [{"id": document_id(s), "source": s, "chunks": n, "sha256": h, "added": a}
                 for s, n, h, a in self.store.sources()]
 
+    def status(self) -> dict:
+        """Where the store is and how far this cache follows it: {"store": "sqlite"|"postgresql",
+        "location" (path, or URL without password), "generation" (the store's), "cache_generation"
+        (this replica's FAISS cache), "chunks" (in the cache)} — after a refresh."""
+        with self._lock:
+            self.refresh()
+            return {"store": "postgresql" if type(self.store).__name__.startswith("Postgres") else "sqlite",
+                    "location": self.store.location, "generation": self.store.generation(),
+                    "cache_generation": self._gen, "chunks": int(self.faiss.ntotal)}
+
     def __len__(self) -> int:
         with self._lock:
             self.refresh()

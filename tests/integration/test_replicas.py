@@ -169,3 +169,6 @@ def test_a_replica_killed_mid_ingest_loses_nothing_committed(replicas):
     assert _chat(b.base, "Say hello.")["choices"][0]["message"]["content"] is not None
     health = httpx.get(b.base + "/healthz", timeout=30).json()
     assert health["chunks"] == sum(listed.values())  # b's FAISS cache agrees with the store
+    store = health["store"]
+    assert store["store"] == "postgresql" and store["cache_generation"] == store["generation"]
+    assert "@" not in store["location"] or ":" not in store["location"].split("@")[0][len("postgresql://"):]
