@@ -22,8 +22,8 @@ Contract:
   built the same way from the glossary (`glossary_questions`, searched without the glossary page)
   over a pre-registered grid of (lexical weight, same-page decay) (`GRID`, `tune`, `pick`); the
   picked setting is evaluated as ``hybrid+dev-tuned`` beside the defaults.
-- Writes ``results.json``, ``table-*.md`` and ``dev-grid.md`` under ``--out``. Raises `FileNotFoundError` when the
-  index does not exist (build it with ``thinkgate ingest <docs> --index DIR``).
+- Writes ``results.json``, ``table-*.md`` and ``dev-grid.md`` under ``--out``. Raises
+  `FileNotFoundError` when the index does not exist (build it with ``thinkgate ingest <docs> --index DIR``).
 """
 from __future__ import annotations
 
@@ -232,9 +232,8 @@ def tune(retriever, questions: list[dict], k: int = 5) -> list[dict]:
     for w, d in GRID:
         retriever.lexical_weight = w
         hits = sum(1 for q in questions
-                   if (r := first_hit([h.source for h in retriever.search(q["question"], k, mode="hybrid",
-                                                                            source_decay=d)], q["sources"]))
-                   is not None)
+                   if first_hit([h.source for h in retriever.search(q["question"], k, mode="hybrid", source_decay=d)],
+                                q["sources"]) is not None)
         rows.append({"lexical_weight": w, "source_decay": d, "recall": hits / len(questions), "hits": hits})
     retriever.lexical_weight = 1.0
     return rows
