@@ -166,3 +166,33 @@ def test_unknown_database_url_scheme_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="THINKGATE_DATABASE_URL must start with postgresql://"):
         Settings(database_url="sqlite:///x.db")
+
+
+def test_two_writers_of_one_source_never_leave_duplicates(open_index):
+    """Replicas replacing the same document at once: writes are serialized, so the store ends with
+    exactly one version of it, and each replica's cache agrees with the store."""
+    import threading
+
+    a, b = open_index("a", refresh_s=0), open_index("b", refresh_s=0)
+    v = _vecs(6)
+    errors = []
+
+    def write(idx, tag):
+        try:
+            for i in range(15):
+                n = 1 + (i % 3)
+                idx.replace_sources([("shared.md", f"{tag}{i}", _chunks(f"{tag}{i}", n), v[:n])], save=False)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(idx, tag)) for idx, tag in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    (row,) = [s for s in a.sources() if s["source"] == "shared.md"]
+    assert a.store.count() == row["chunks"]  # one version only
+    texts = {p.text.rsplit(" ", 1)[0] for p in a.iter_chunks()}
+    assert len(texts) == 1  # all chunks from the same write
+    assert len(a) == len(b) == row["chunks"]
