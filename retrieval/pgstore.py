@@ -234,6 +234,12 @@ class PostgresChunkStore(ChunkStore):
                 "SELECT id, source, heading, text FROM thinkgate_chunks WHERE id > %s ORDER BY id LIMIT %s",
                 (last_id, limit)).fetchall()]
 
+    def source_chunks(self, source: str) -> list[tuple[str, str, int, bytes]]:
+        with self.pool.connection() as con:
+            return [(h, t, p, bytes(e)) for h, t, p, e in con.execute(
+                "SELECT heading, text, position, embedding FROM thinkgate_chunks WHERE source = %s "
+                "ORDER BY position, id", (source,)).fetchall()]
+
     def sources(self) -> list[tuple[str, int, str, float]]:
         with self.pool.connection() as con:
             return [tuple(r) for r in con.execute(

@@ -192,6 +192,10 @@ class ChunkStore(ABC):
         """Up to `limit` (id, source, heading, text) with id > `last_id`, in id order."""
 
     @abstractmethod
+    def source_chunks(self, source: str) -> list[tuple[str, str, int, bytes]]:
+        """(heading, text, position, float32 embedding bytes) of every chunk of `source`, by position."""
+
+    @abstractmethod
     def sources(self) -> list[tuple[str, int, str, float]]:
         """(source, chunks, sha256, added unix time) of every stored file, sorted by source."""
 
@@ -436,6 +440,11 @@ class SqliteChunkStore(ChunkStore):
             return self.db.execute("SELECT id, source, heading, text FROM chunks WHERE id > ? ORDER BY id LIMIT ?",
                                    (last_id, limit)).fetchall()
 
+    def source_chunks(self, source: str) -> list[tuple[str, str, int, bytes]]:
+        with self._lock:
+            return self.db.execute("SELECT heading, text, position, embedding FROM chunks WHERE source=? "
+                                   "ORDER BY position, id", (source,)).fetchall()
+
     def sources(self) -> list[tuple[str, int, str, float]]:
         with self._lock:
             return self.db.execute("SELECT source, n_chunks, sha256, added FROM files ORDER BY source").fetchall()
@@ -460,6 +469,38 @@ def open_store(database_url: str | None, sqlite_path: str | Path, dim: int, embe
 
         return PostgresChunkStore(database_url, dim, embedder)
     raise ValueError(f"database URL must start with postgresql:// (or be empty for SQLite), got {database_url[:20]!r}")
+
+
+def copy_store(src: ChunkStore, dst: ChunkStore, batch: int = 32,
+               on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Copy every source of `src` into `dst` with its embeddings (no re-embedding), `batch` sources per
+    transaction; sources `dst` already holds with the same sha256 are skipped, so an interrupted copy
+    resumes. Returns (sources copied, sources skipped); `on_progress(done, total)` after each batch.
+
+    Raises:
+        IndexMismatchError: the stores hold embeddings of different dimensions or embedders.
+    """
+    from retrieval.chunking import Chunk
+
+    if src.dim != dst.dim or (src.embedder and dst.embedder and src.embedder != dst.embedder):
+        raise IndexMismatchError(f"cannot copy {src.embedder!r} (dim {src.dim}) embeddings into a store of "
+                                 f"{dst.embedder!r} (dim {dst.dim})")
+    todo = [(s, h) for s, _, h, _ in src.sources()]
+    copied = skipped = 0
+    for i in range(0, len(todo), batch):
+        items = []
+        for source, sha in todo[i:i + batch]:
+            if dst.file_hash(source) == sha:
+                skipped += 1
+                continue
+            rows = src.source_chunks(source)
+            vecs = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), src.dim)
+            items.append((source, sha, [Chunk(h, t, p) for h, t, p, _ in rows], vecs))
+        copied += len(items)
+        dst.replace_sources(items)
+        if on_progress:
+            on_progress(min(i + batch, len(todo)), len(todo))
+    return copied, skipped
 
 
 def iter_rows(store: ChunkStore, batch: int = 1000) -> Iterator[tuple[int, str, str, str]]:

@@ -196,3 +196,21 @@ def test_two_writers_of_one_source_never_leave_duplicates(open_index):
     texts = {p.text.rsplit(" ", 1)[0] for p in a.iter_chunks()}
     assert len(texts) == 1  # all chunks from the same write
     assert len(a) == len(b) == row["chunks"]
+
+
+@pytest.mark.integration
+def test_copy_a_sqlite_index_into_postgres_resumably(tmp_path, pg_url):
+    from retrieval.store import copy_store
+
+    src = ChunkIndex(tmp_path / "sq", 8, "e")
+    v = _vecs(5)
+    src.replace_sources([("a", "h1", _chunks("a", 3), v[:3]), ("b", "h2", _chunks("b", 2), v[3:])])
+    dst = ChunkIndex(tmp_path / "pg", 8, "e", database_url=pg_url)
+    assert copy_store(src.store, dst.store, batch=1) == (2, 0)
+    assert copy_store(src.store, dst.store) == (0, 2)  # a re-run skips what is there
+    dst.refresh(force=True)
+    assert len(dst) == 5 and dst.search(v[4], 1)[0].text == "b 1"
+    assert [p.text for p in dst.iter_chunks()] == [p.text for p in src.iter_chunks()]
+    wrong = ChunkIndex(tmp_path / "sq16", 16, "e")
+    with pytest.raises(IndexMismatchError):
+        copy_store(wrong.store, dst.store)
