@@ -285,8 +285,10 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         except Exception as exc:
             return JSONResponse({"status": "error", "error": str(exc)}, status_code=503)
         r = request.app.state.retriever
-        store = await asyncio.to_thread(r.index.status) if r is not None else None  # may fetch new vectors
-        body = {"status": "ok", "policy": ph, "chunks": store["chunks"] if store else 0, "store": store}
+        status = getattr(getattr(r, "index", None), "status", None)
+        store = await asyncio.to_thread(status) if status else None  # a refresh may fetch new vectors
+        chunks = store["chunks"] if store else (await asyncio.to_thread(len, r) if r is not None else 0)
+        body = {"status": "ok", "policy": ph, "chunks": chunks, "store": store}
         indexing = getattr(request.app.state, "indexing", None)
         if indexing is not None:
             body["index"] = indexing.status().to_dict()
