@@ -53,3 +53,64 @@ async def test_remote_errors():
         await p.generate([5, 6], GenerationParams(max_tokens=4))
     with pytest.raises(ValueError, match="context window"):
         await p.generate([5] * 70, GenerationParams(max_tokens=4))
+
+
+def llama_cpp_server(cut_after: int | None = None, stop_string: str | None = None):
+    """A fake of llama.cpp's server: chat-style `logprobs.content` entries with token ids, the stop
+    string cut out of the text, an empty final chunk with the finish reason; `cut_after` ends the
+    stream after that many tokens without a finish reason (a server that died)."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        ids = TOK.encode("hello world", add_special_tokens=False)
+        lines, text = [], ""
+        for i, t in enumerate(ids):
+            if cut_after is not None and i == cut_after:
+                return httpx.Response(200, text="\n\n".join(lines) + "\n\n",
+                                      headers={"content-type": "text/event-stream"})
+            piece = TOK.decode([t])
+            if stop_string and stop_string in text + piece:  # llama.cpp drops the stop string from its text
+                piece = (text + piece).split(stop_string)[0][len(text):]
+                lines.append("data: " + json.dumps({"choices": [{"text": piece, "index": 0, "finish_reason": None,
+                    "logprobs": {"content": [{"id": t, "token": piece, "logprob": -0.1,
+                                              "top_logprobs": [{"id": t, "logprob": math.log(0.5)},
+                                                               {"id": 0, "logprob": math.log(0.5)}]}]}}]}))
+                break
+            text += piece
+            lines.append("data: " + json.dumps({"choices": [{"text": piece, "index": 0, "finish_reason": None,
+                "logprobs": {"content": [{"id": t, "token": piece, "logprob": -0.1,
+                                          "top_logprobs": [{"id": t, "logprob": math.log(0.5)},
+                                                           {"id": 0, "logprob": math.log(0.5)}]}]}}]}))
+        lines.append("data: " + json.dumps({"choices": [{"text": "", "index": 0, "logprobs": None,
+                                                         "finish_reason": "stop" if stop_string else "length"}]}))
+        lines.append("data: [DONE]")
+        return httpx.Response(200, text="\n\n".join(lines) + "\n\n", headers={"content-type": "text/event-stream"})
+    return handler
+
+
+async def test_llama_cpp_layout_ids_entropy_and_local_text():
+    client = httpx.AsyncClient(transport=httpx.MockTransport(llama_cpp_server()), base_url="http://fake")
+    p = RemotePolicy("http://fake", "m", TOK, client=client, max_context=512)
+    g = await p.generate([5, 6], GenerationParams(max_tokens=50))
+    assert g.text == "hello world" and g.token_ids == TOK.encode("hello world", add_special_tokens=False)
+    assert all(e == pytest.approx(math.log(2)) for e in g.entropies) and g.finish_reason == "length"
+
+
+async def test_a_stop_string_the_server_cut_out_is_kept_as_the_local_backends_keep_it():
+    client = httpx.AsyncClient(transport=httpx.MockTransport(llama_cpp_server(stop_string="wor")), base_url="http://fake")
+    p = RemotePolicy("http://fake", "m", TOK, client=client, max_context=512)
+    g = await p.generate([5, 6], GenerationParams(max_tokens=50, stop=["wor"]))
+    assert "wor" in g.text and g.finish_reason == "stop" and g.stop_reason == "wor"
+
+
+async def test_a_stream_cut_before_its_finish_reason_is_a_remote_error():
+    client = httpx.AsyncClient(transport=httpx.MockTransport(llama_cpp_server(cut_after=1)), base_url="http://fake")
+    p = RemotePolicy("http://fake", "m", TOK, client=client, max_context=512)
+    with pytest.raises(RemoteError, match="without a finish reason"):
+        await p.generate([5, 6], GenerationParams(max_tokens=50))
+
+    def refuse(request):
+        raise httpx.ConnectError("connection refused")
+
+    p2 = RemotePolicy("http://fake", "m", TOK, client=httpx.AsyncClient(transport=httpx.MockTransport(refuse),
+                                                                        base_url="http://fake"), max_context=512)
+    with pytest.raises(RemoteError, match="connection failed: ConnectError"):
+        await p2.generate([5, 6], GenerationParams(max_tokens=5))
