@@ -22,12 +22,15 @@ Contract:
   built the same way from the glossary (`glossary_questions`, searched without the glossary page)
   over a pre-registered grid of (lexical weight, same-page decay) (`GRID`, `tune`, `pick`); the
   picked setting is evaluated as ``hybrid+dev-tuned`` beside the defaults.
+- ``--database-url postgresql://…``: the same with the chunk store in PostgreSQL (copies of the index
+  in ``thinkgate_eval_*`` schemas of that database, dropped afterwards).
 - Writes ``results.json``, ``table-*.md`` and ``dev-grid.md`` under ``--out``. Raises
   `FileNotFoundError` when the index does not exist (build it with ``thinkgate ingest <docs> --index DIR``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
@@ -202,22 +205,62 @@ def table(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def without(index_dir: Path, work: Path, marker: str):
-    """A `Retriever` over a copy of `index_dir` with every source whose path holds `marker` deleted."""
+def with_search_path(url: str, schema: str) -> str:
+    """`url` with its tables in PostgreSQL schema `schema` (a libpq ``options`` parameter).
+
+    >>> with_search_path("postgresql://u@h/db", "s1")
+    'postgresql://u@h/db?options=-csearch_path%3Ds1'
+    """
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+def without(index_dir: Path, work: Path, marker: str | None, database_url: str | None = None):
+    """A `Retriever` over a copy of the SQLite index `index_dir` with every source whose path holds
+    `marker` deleted (None: none). With `database_url` the copy is a PostgreSQL store in its own
+    schema ``thinkgate_eval_<marker>`` of that database (made afresh by `copy_store`; the caller drops
+    it with `drop_schemas`), so the evaluation measures the PostgreSQL store's ranking."""
     from retrieval.retriever import Retriever
 
-    copy = work / ("index-without-" + re.sub(r"\W", "", marker))
-    shutil.copytree(index_dir, copy)
-    r = Retriever(copy)
+    tag = re.sub(r"\W", "", marker or "all")
+    copy = work / ("index-without-" + tag)
+    if database_url is None:
+        shutil.copytree(index_dir, copy)
+        r = Retriever(copy)
+    else:
+        import psycopg
+
+        from retrieval.store import SqliteChunkStore, copy_store, open_store
+
+        schema = f"thinkgate_eval_{tag}"
+        with psycopg.connect(database_url, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            con.execute(f"CREATE SCHEMA {schema}")
+        url = with_search_path(database_url, schema)
+        db = Path(index_dir) / "chunks.sqlite"
+        src = SqliteChunkStore(db, int(SqliteChunkStore.read_meta(db).get("dim", 384)))
+        dst = open_store(url, "", src.dim, src.embedder)
+        copy_store(src, dst)
+        src.close()
+        dst.close()
+        r = Retriever(copy, database_url=url, refresh_s=0.0)
     for d in r.index.sources():
-        if marker in d["source"]:
+        if marker and marker in d["source"]:
             r.delete(d["source"])
     return r
 
 
-def without_faq(index_dir: Path, work: Path):
+def drop_schemas(database_url: str) -> None:
+    """Drop the ``thinkgate_eval_*`` schemas `without` made."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as con:
+        for (name,) in con.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'thinkgate_eval_%'").fetchall():
+            con.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def without_faq(index_dir: Path, work: Path, database_url: str | None = None):
     """A `Retriever` over a copy of `index_dir` with every ``/faq/`` source deleted."""
-    return without(index_dir, work, "/faq/")
+    return without(index_dir, work, "/faq/", database_url)
 
 
 #: the pre-registered grid of `tune`: (lexical weight, same-page decay); defaults first
@@ -257,6 +300,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--index", required=True, help="index dir over the Python documentation (the demo index)")
     ap.add_argument("--docs", default=None, help="the documentation source tree (default: the demo corpus)")
     ap.add_argument("--out", default="docs/results/retrieval-eval")
+    ap.add_argument("--database-url", default=None,
+                    help="evaluate with the chunk store in this PostgreSQL database (copies of --index in "
+                         "thinkgate_eval_* schemas, dropped afterwards)")
     args = ap.parse_args(argv)
     from retrieval.demo import debian_docs
     from retrieval.index import ChunkIndex
@@ -276,10 +322,13 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     extra = None
-    with tempfile.TemporaryDirectory() as work:
+    url = args.database_url
+    with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as cleanup:
+        if url:
+            cleanup.callback(drop_schemas, url)
         if (docs / "glossary.rst.txt").is_file():  # choose the fusion settings on the dev set first
             dev = glossary_questions(docs)
-            rows = tune(without(Path(args.index), Path(work), "/glossary."), dev)
+            rows = tune(without(Path(args.index), Path(work), "/glossary.", url), dev)
             best = pick(rows)
             results["dev_glossary"] = {"n": len(dev), "grid": rows, "picked": best}
             grid = "\n".join(f"| {r['lexical_weight']} | {r['source_decay']} | {r['hits']}/{len(dev)} = {r['recall']:.3f} |"
@@ -291,8 +340,10 @@ def main(argv: list[str] | None = None) -> dict:
                 + grid + "\n")
             print((out / "dev-grid.md").read_text())
             extra = {"hybrid+dev-tuned": ("hybrid", best["source_decay"], best["lexical_weight"])}
-        for name, questions, retriever in (("faq", faq_questions(docs), without_faq(Path(args.index), Path(work))),
-                                           ("written", load_questions(), Retriever(args.index))):
+        for name, questions, retriever in (
+                ("faq", faq_questions(docs), without_faq(Path(args.index), Path(work), url)),
+                ("written", load_questions(), without(Path(args.index), Path(work), None, url) if url
+                 else Retriever(args.index))):
             results[name] = evaluate(retriever, questions, extra=extra)
             (out / f"table-{name}.md").write_text(table(results[name]))
             print(f"## {name}\n\n{table(results[name])}")
