@@ -2,8 +2,9 @@
 every API replica that names the same ``THINKGATE_DATABASE_URL``.
 
 Contract beyond the interface:
-- Tables ``thinkgate_meta``, ``thinkgate_files``, ``thinkgate_chunks``, ``thinkgate_tombstones``
-  (prefixed: the database also holds LangGraph's checkpoint tables). Schema creation runs under a
+- Tables ``thinkgate_meta``, ``thinkgate_files``, ``thinkgate_chunks``, ``thinkgate_tombstones``,
+  ``thinkgate_postings`` (prefixed: the database also holds LangGraph's checkpoint tables; a
+  ``search_path`` in the URL puts them in another schema). Schema creation runs under a
   session advisory lock (`wait_for_lock`), so replicas starting together do not race on
   ``CREATE … IF NOT EXISTS``.
 - Every write is one transaction that first takes a transaction-level advisory lock
@@ -14,8 +15,9 @@ Contract beyond the interface:
 - Lexical search: a stored ``tsvector`` (english stemming) with the heading path labelled A,
   the page-name words B and the text D; each write also fills ``thinkgate_postings`` (lexeme,
   chunk, label-weighted occurrences, chunk length; deleted with its chunk), and BM25 is computed
-  from it in SQL with FTS5's formula, parameters and column weights (`lexical_search`). PostgreSQL's own ``ts_rank`` was tried first: on the Python FAQ set it
-  took lexical recall@5 from 0.246 (FTS5 BM25) to 0.145 and hybrid + diversity from 0.507 to 0.406.
+  from it in SQL with FTS5's formula, parameters and column weights (`lexical_search`).
+  PostgreSQL's own ``ts_rank`` was tried first: on the Python FAQ set it took lexical recall@5 from
+  0.246 (FTS5 BM25) to 0.145 and hybrid + diversity from 0.507 to 0.406.
 - Embeddings are float32 bytes (``bytea``), as in SQLite; the vector search itself is the
   replica's FAISS cache (`retrieval.index`), not the database.
 """
