@@ -189,3 +189,58 @@ async def check_prefix_cache_rollback(p, entropy_approx) -> None:
     assert cold.cached_tokens == 0
     assert again.token_ids == cold.token_ids == warm.token_ids
     assert again.entropies == pytest.approx(cold.entropies, **entropy_approx)
+
+
+class ServerProcess:
+    """A real server started as a subprocess on `port`, its output in `log` (the integration tests'
+    replicas and llama-server): `wait_ready` polls `health_url` until it answers 200 and fails with the
+    log's tail when the process exits or the time runs out.
+
+    Args:
+        cmd: the command line; port: its port; log: file for stdout + stderr; env, cwd: as for Popen.
+    """
+
+    def __init__(self, cmd: list[str], port: int, log, env: dict | None = None, cwd=None):
+        import subprocess
+
+        self.port, self.base = port, f"http://127.0.0.1:{port}"
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def _tail(self) -> str:
+        with open(self.log.name) as fh:
+            return fh.read()[-3000:]
+
+    def wait_ready(self, health_path: str, timeout: float, interval: float = 0.3) -> None:
+        """Raises: RuntimeError (the process exited) or TimeoutError, with the log's tail."""
+        import time
+
+        import httpx
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.proc.args[0]} exited {self.proc.returncode}: {self._tail()}")
+            try:
+                if httpx.get(self.base + health_path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(interval)
+        raise TimeoutError(self._tail())
+
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM and wait 20 s (then SIGKILL), or SIGKILL at once; closes the log."""
+        import subprocess
+
+        if self.proc.poll() is None:
+            if graceful:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+            else:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()

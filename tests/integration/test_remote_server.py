@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from policy.base import GenerationParams
 from policy.models import _POLICIES, DEFAULT_POLICY, cache_dir, package_dir, resolve_policy
 from policy.remote import RemotePolicy
+from tests.helpers import ServerProcess
 from tests.pgcluster import free_port
 
 pytestmark = pytest.mark.integration
@@ -46,33 +46,18 @@ def _gguf() -> Path:
     return package_dir(module, pip_name) / filename
 
 
-class LlamaServer:
-    """llama-server on a free loopback port, 2 threads, an 8k context, prompt caching on."""
+class LlamaServer(ServerProcess):
+    """llama-server on a free loopback port, 2 threads, an 8k context, prompt caching on; ready on return."""
 
     def __init__(self, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w")
-        self.proc = subprocess.Popen([str(_binary()), "-m", str(_gguf()), "--host", "127.0.0.1", "--port",
-                                      str(self.port), "-t", "2", "-c", "8192", "-np", "1"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited {self.proc.returncode}: {Path(log).read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(Path(log).read_text()[-2000:])
+        port = free_port()
+        super().__init__([str(_binary()), "-m", str(_gguf()), "--host", "127.0.0.1", "--port", str(port),
+                          "-t", "2", "-c", "8192", "-np", "1"], port, log)
+        self.url = self.base
+        self.wait_ready("/health", timeout=60.0, interval=0.2)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
+        self.stop(graceful=False)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -16,46 +14,25 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import ServerProcess
 from tests.pgcluster import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Replica:
-    """One `thinkgate serve` process on `url` with its own FAISS cache dir."""
+class Replica(ServerProcess):
+    """One `thinkgate serve` process with its own FAISS cache dir."""
 
     def __init__(self, name: str, database_url: str, tmp: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "THINKGATE_DATABASE_URL": database_url, "THINKGATE_INDEX_DIR": str(tmp / name),
                "THINKGATE_INDEX_REFRESH_S": "1.0", "THINKGATE_TAU_THINK": "100"}
-        self.log = open(tmp / f"{name}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(self.port),
-                                      "--log-level", "warning"], cwd=ROOT, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        port = free_port()
+        super().__init__([sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "warning"],
+                         port, tmp / f"{name}.log", env=env, cwd=ROOT)
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"replica exited {self.proc.returncode}: {Path(self.log.name).read_text()[-3000:]}")
-            try:
-                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(Path(self.log.name).read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+    def wait_ready(self) -> None:
+        super().wait_ready("/healthz", timeout=180.0)
 
 
 @pytest.fixture(scope="module")
