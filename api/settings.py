@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from api.protocol import ReasoningEffort
 from policy.models import BACKENDS, DEFAULT_POLICY, cache_dir
 from policy.onnx_backend import PRECISIONS
+from retrieval.store import is_postgres_url
 
 
 class Settings(BaseSettings):
@@ -79,7 +80,7 @@ class Settings(BaseSettings):
     def _postgres_only(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
             return None
-        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+        if v is not None and not is_postgres_url(v):
             raise ValueError(f"THINKGATE_DATABASE_URL must start with postgresql:// (unset: SQLite), "
                              f"got {v.split('://')[0]!r}://…")
         return v

@@ -18,7 +18,6 @@ Contract:
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -124,7 +123,7 @@ async def open_threads(settings):
     from psycopg.rows import dict_row
     from psycopg_pool import AsyncConnectionPool
 
-    from retrieval.pgstore import redact
+    from retrieval.pgstore import await_lock, redact
 
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=30.0,
                                kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
@@ -136,11 +135,7 @@ async def open_threads(settings):
     try:
         saver = AsyncPostgresSaver(pool)
         async with pool.connection() as con:  # one replica at a time runs the migrations
-            t0 = time.monotonic()  # polled, not blocking: see retrieval.pgstore.wait_for_lock
-            while not (await (await con.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SETUP_LOCK,))).fetchone())["ok"]:
-                if time.monotonic() - t0 > 120:
-                    raise TimeoutError("another replica has been setting up the thread tables for 120 s")
-                await asyncio.sleep(0.05)
+            await await_lock(con, SETUP_LOCK)  # polled, not blocking: see retrieval.pgstore.wait_for_lock
             try:
                 await saver.setup()
                 threads = ThreadStore.postgres(saver, pool)

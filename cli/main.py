@@ -124,25 +124,21 @@ def copy_index(to: Optional[str] = typer.Option(None, "--to", help="postgresql:/
                index: Optional[Path] = IndexOpt):
     """Copy a SQLite index (texts, metadata, embeddings: no re-embedding) into PostgreSQL, where API
     replicas share it. Sources already there unchanged are skipped, so an interrupted copy resumes."""
-    from retrieval.store import IndexMismatchError, SqliteChunkStore, copy_store, open_store
+    from retrieval.store import IndexMismatchError, copy_sqlite_index, is_postgres_url
 
     s = _settings(index_dir=index)
     url = to or s.database_url
-    if not url or not url.startswith(("postgresql://", "postgres://")):
+    if not is_postgres_url(url):
         _fail("give the PostgreSQL URL with --to postgresql://… (or THINKGATE_DATABASE_URL)")
     _check_database(url)
-    db = s.resolved_index_dir / "chunks.sqlite"
-    if not db.is_file():
-        _fail(f"no SQLite index at {s.resolved_index_dir}: build one with `thinkgate ingest PATH --index DIR`")
-    src = SqliteChunkStore(db, int(SqliteChunkStore.read_meta(db).get("dim", 384)))
     try:
-        dst = open_store(url, "", src.dim, src.embedder)
-        copied, skipped = copy_store(src, dst, on_progress=lambda d, n: typer.echo(f"\r{d}/{n} sources", nl=False))
+        copied, skipped, chunks = copy_sqlite_index(
+            s.resolved_index_dir, url, on_progress=lambda d, n: typer.echo(f"\r{d}/{n} sources", nl=False))
+    except FileNotFoundError:
+        _fail(f"no SQLite index at {s.resolved_index_dir}: build one with `thinkgate ingest PATH --index DIR`")
     except IndexMismatchError as exc:
         _fail(str(exc))
-    typer.echo(f"\ncopied {copied} sources ({skipped} already there); the store has {dst.count()} chunks")
-    dst.close()
-    src.close()
+    typer.echo(f"\ncopied {copied} sources ({skipped} already there); the store has {chunks} chunks")
 
 
 @app.command()

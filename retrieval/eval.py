@@ -229,19 +229,14 @@ def without(index_dir: Path, work: Path, marker: str | None, database_url: str |
     else:
         import psycopg
 
-        from retrieval.store import SqliteChunkStore, copy_store, open_store
+        from retrieval.store import copy_sqlite_index
 
         schema = f"thinkgate_eval_{tag}"
         with psycopg.connect(database_url, autocommit=True) as con:
             con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             con.execute(f"CREATE SCHEMA {schema}")
         url = with_search_path(database_url, schema)
-        db = Path(index_dir) / "chunks.sqlite"
-        src = SqliteChunkStore(db, int(SqliteChunkStore.read_meta(db).get("dim", 384)))
-        dst = open_store(url, "", src.dim, src.embedder)
-        copy_store(src, dst)
-        src.close()
-        dst.close()
+        copy_sqlite_index(index_dir, url)
         r = Retriever(copy, database_url=url, refresh_s=0.0)
     for d in r.index.sources():
         if marker and marker in d["source"]:

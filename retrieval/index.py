@@ -100,32 +100,20 @@ class ChunkIndex:
         self.faiss = self._load_faiss()
 
     @classmethod
-    def open_existing(cls, directory: str | Path, database_url: str | None = None) -> "ChunkIndex":
-        """Open an index that exists, with the dimension and embedder recorded in it (for readers
-        that need no embedder, e.g. the NTR corpus).
+    def open_existing(cls, directory: str | Path) -> "ChunkIndex":
+        """Open a SQLite index that exists, with the dimension and embedder recorded in it (for
+        readers that need no embedder, e.g. the NTR corpus).
 
         Raises:
-            FileNotFoundError: there is no index in `directory` (or at `database_url`).
+            FileNotFoundError: there is no index in `directory`.
         """
-        if database_url:
-            from retrieval.pgstore import read_meta
-
-            meta = read_meta(database_url)
-        else:
-            db = Path(directory).expanduser() / "chunks.sqlite"
-            if not db.is_file():
-                raise FileNotFoundError(f"no index at {db.parent}: build one with `thinkgate ingest PATH`")
-            meta = SqliteChunkStore.read_meta(db)
-        return cls(directory, int(meta.get("dim", 384)), meta.get("embedder", ""), database_url=database_url)
+        db = Path(directory).expanduser() / "chunks.sqlite"
+        if not db.is_file():
+            raise FileNotFoundError(f"no index at {db.parent}: build one with `thinkgate ingest PATH`")
+        meta = SqliteChunkStore.read_meta(db)
+        return cls(directory, int(meta.get("dim", 384)), meta.get("embedder", ""))
 
     # ------------------------------------------------------------------ the cache
-    @property
-    def generation(self) -> int:
-        """The store's generation."""
-        return self.store.generation()
-
-    def _count(self) -> int:
-        return self.store.count()
 
     def _new_index(self):
         if self.kind == "flat":
@@ -288,7 +276,7 @@ class ChunkIndex:
         (this replica's FAISS cache), "chunks" (in the cache)} — after a refresh."""
         with self._lock:
             self.refresh()
-            return {"store": "postgresql" if type(self.store).__name__.startswith("Postgres") else "sqlite",
+            return {"store": self.store.kind,
                     "location": self.store.location, "generation": self.store.generation(),
                     "cache_generation": self._gen, "chunks": int(self.faiss.ntotal)}
 

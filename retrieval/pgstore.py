@@ -23,6 +23,8 @@ Contract beyond the interface:
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import re
 import threading
@@ -32,11 +34,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from retrieval.store import ChunkRow, ChunkStore, Changes, SourceItem, keep_words, path_words, query_words
+from retrieval.store import (FTS_WEIGHTS, ChunkRow, ChunkStore, Changes, SourceItem, keep_words, path_words,
+                             query_words)
 
 #: advisory lock keys (arbitrary constants, one per purpose)
 SCHEMA_LOCK = 0x7468696E  # "thin"
 WRITE_LOCK = 0x6B676174  # "kgat"
+#: seconds between two tries of a session advisory lock (`wait_for_lock`, `await_lock`)
+LOCK_POLL_S = 0.05
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS thinkgate_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -61,9 +66,9 @@ SCHEMA = [
 ]
 #: BM25 parameters (FTS5's: Robertson & Zaragoza 2009, k1 = 1.2, b = 0.75)
 K1, B = 1.2, 0.75
-#: per-occurrence weight of a lexeme by its tsvector label: A heading path, B page name, D text
-#: (the FTS5 column weights 3 / 2 / 1 of `retrieval.store.FTS_WEIGHTS`)
-LABEL_WEIGHTS = {"A": 3.0, "B": 2.0, "C": 1.0, "D": 1.0}
+#: per-occurrence weight of a lexeme by its tsvector label: A heading path, B page name, D text —
+#: the FTS5 column weights of `retrieval.store.FTS_WEIGHTS` (path, heading, text)
+LABEL_WEIGHTS = {"A": FTS_WEIGHTS[1], "B": FTS_WEIGHTS[0], "D": FTS_WEIGHTS[2]}
 BM25_SQL = """
 SELECT chunk_id, SUM(idf * f * %(k1p1)s / (f + %(k1)s * (1 - %(b)s + %(b)s * n_tokens / %(avgdl)s))) AS score
 FROM ({postings}) AS p
@@ -117,22 +122,28 @@ def wait_for_lock(con, key: int, timeout_s: float = 120.0) -> None:
     t0 = time.monotonic()
     while not con.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
         if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"advisory lock {key:#x} still held by another process after {timeout_s:.0f} s")
-        time.sleep(0.05)
+            raise _lock_timeout(key, timeout_s)
+        time.sleep(LOCK_POLL_S)
 
 
-def read_meta(url: str) -> dict[str, str]:
-    """The meta table of the store at `url` (dim, embedder, …).
+async def await_lock(con, key: int, timeout_s: float = 120.0) -> None:
+    """`wait_for_lock` on a psycopg async connection (any row factory).
 
     Raises:
-        FileNotFoundError: the database holds no store.
+        TimeoutError: not taken within `timeout_s`.
     """
-    import psycopg
+    t0 = time.monotonic()
+    while True:
+        row = await (await con.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+        if (next(iter(row.values())) if isinstance(row, dict) else row[0]):
+            return
+        if time.monotonic() - t0 > timeout_s:
+            raise _lock_timeout(key, timeout_s)
+        await asyncio.sleep(LOCK_POLL_S)
 
-    with psycopg.connect(url, autocommit=True) as con:
-        if con.execute("SELECT to_regclass('thinkgate_meta')").fetchone()[0] is None:
-            raise FileNotFoundError(f"no index at {redact(url)}: build one with `thinkgate ingest PATH`")
-        return dict(con.execute("SELECT key, value FROM thinkgate_meta").fetchall())
+
+def _lock_timeout(key: int, timeout_s: float) -> TimeoutError:
+    return TimeoutError(f"advisory lock {key:#x} still held by another process after {timeout_s:.0f} s")
 
 
 class PostgresChunkStore(ChunkStore):
@@ -145,6 +156,8 @@ class PostgresChunkStore(ChunkStore):
         IndexMismatchError: the database holds a store of another embedder or dimension.
         ConnectionError: the database cannot be reached (the message names the URL, password redacted).
     """
+
+    kind = "postgresql"
 
     def __init__(self, url: str, dim: int, embedder: str = "", pool_size: int = 4):
         import psycopg
@@ -180,9 +193,25 @@ class PostgresChunkStore(ChunkStore):
         self._df_gen = -1
 
     # ------------------------------------------------------------------ reads
+    @staticmethod
+    def _generation(con) -> int:
+        return int(con.execute("SELECT value FROM thinkgate_meta WHERE key = 'generation'").fetchone()[0])
+
+    @contextlib.contextmanager
+    def _read_snapshot(self):
+        """A pooled connection inside one REPEATABLE READ, READ ONLY transaction (rolled back after)."""
+        with self.pool.connection() as con:
+            con.autocommit = False
+            try:
+                con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield con
+            finally:
+                con.rollback()
+                con.autocommit = True
+
     def generation(self) -> int:
         with self.pool.connection() as con:
-            return int(con.execute("SELECT value FROM thinkgate_meta WHERE key = 'generation'").fetchone()[0])
+            return self._generation(con)
 
     def count(self) -> int:
         with self.pool.connection() as con:
@@ -199,37 +228,25 @@ class PostgresChunkStore(ChunkStore):
         return ids, vecs
 
     def changes_since(self, generation: int) -> Changes | None:
-        with self.pool.connection() as con:
-            con.autocommit = False
-            try:
-                con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                meta = dict(con.execute("SELECT key, value FROM thinkgate_meta WHERE key IN "
-                                        "('generation', 'tombstones_from')").fetchall())
-                if generation < int(meta.get("tombstones_from", 0)):
-                    return None
-                removed = [r[0] for r in con.execute(
-                    "SELECT id FROM thinkgate_tombstones WHERE generation > %s", (generation,))]
-                rows = con.execute("SELECT id, embedding FROM thinkgate_chunks WHERE generation > %s ORDER BY id",
-                                   (generation,)).fetchall()
-            finally:
-                con.rollback()
-                con.autocommit = True
+        with self._read_snapshot() as con:
+            meta = dict(con.execute("SELECT key, value FROM thinkgate_meta WHERE key IN "
+                                    "('generation', 'tombstones_from')").fetchall())
+            if generation < int(meta.get("tombstones_from", 0)):
+                return None
+            removed = [r[0] for r in con.execute(
+                "SELECT id FROM thinkgate_tombstones WHERE generation > %s", (generation,))]
+            rows = con.execute("SELECT id, embedding FROM thinkgate_chunks WHERE generation > %s ORDER BY id",
+                               (generation,)).fetchall()
         ids, vecs = self._vectors(rows)
         return Changes(int(meta["generation"]), removed, ids, vecs)
 
     def snapshot(self, on_batch, batch: int = 8192) -> int:
-        with self.pool.connection() as con:
-            con.autocommit = False
-            try:
-                con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                gen = int(con.execute("SELECT value FROM thinkgate_meta WHERE key = 'generation'").fetchone()[0])
-                with con.cursor(name="thinkgate_snapshot") as cur:  # server-side: bounded memory
-                    cur.execute("SELECT id, embedding FROM thinkgate_chunks ORDER BY id")
-                    while part := cur.fetchmany(batch):
-                        on_batch(*self._vectors(part))
-            finally:
-                con.rollback()
-                con.autocommit = True
+        with self._read_snapshot() as con:
+            gen = self._generation(con)
+            with con.cursor(name="thinkgate_snapshot") as cur:  # server-side: bounded memory
+                cur.execute("SELECT id, embedding FROM thinkgate_chunks ORDER BY id")
+                while part := cur.fetchmany(batch):
+                    on_batch(*self._vectors(part))
         return gen
 
     def fetch(self, ids: list[int]) -> list[ChunkRow]:
@@ -257,7 +274,7 @@ class PostgresChunkStore(ChunkStore):
             return []
         with self.pool.connection() as con:
             with self._df_lock:
-                gen = int(con.execute("SELECT value FROM thinkgate_meta WHERE key = 'generation'").fetchone()[0])
+                gen = self._generation(con)
                 if gen != self._df_gen:
                     n, avgdl = con.execute("SELECT COUNT(*), COALESCE(AVG(n_tokens), 1) FROM thinkgate_chunks").fetchone()
                     self._df_cache, self._df_gen, self._stats = {}, gen, (int(n), float(avgdl) or 1.0)

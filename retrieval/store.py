@@ -127,6 +127,7 @@ class ChunkStore(ABC):
     """The store interface (see the module docstring). `dim`, `embedder` and `store_id` (a uuid
     made when the store was created; tags a replica's FAISS cache file) are set on open."""
 
+    kind: str  # "sqlite" or "postgresql"
     dim: int
     embedder: str
     store_id: str
@@ -228,6 +229,8 @@ class SqliteChunkStore(ChunkStore):
     Raises:
         IndexMismatchError: the file holds a store of another embedder or dimension.
     """
+
+    kind = "sqlite"
 
     def __init__(self, path: str | Path, dim: int, embedder: str = ""):
         self.path = Path(path).expanduser()
@@ -455,6 +458,15 @@ class SqliteChunkStore(ChunkStore):
             self.db.close()
 
 
+def is_postgres_url(url: str | None) -> bool:
+    """Whether `url` names a PostgreSQL database (the only URL scheme a store takes).
+
+    >>> is_postgres_url("postgresql://u@h/db"), is_postgres_url("sqlite:///x.db")
+    (True, False)
+    """
+    return bool(url) and url.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(database_url: str | None, sqlite_path: str | Path, dim: int, embedder: str = "") -> ChunkStore:
     """The store named by `database_url` (``postgresql://…``), else the SQLite file `sqlite_path`.
 
@@ -464,11 +476,34 @@ def open_store(database_url: str | None, sqlite_path: str | Path, dim: int, embe
     """
     if not database_url:
         return SqliteChunkStore(sqlite_path, dim, embedder)
-    if database_url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(database_url):
         from retrieval.pgstore import PostgresChunkStore
 
         return PostgresChunkStore(database_url, dim, embedder)
     raise ValueError(f"database URL must start with postgresql:// (or be empty for SQLite), got {database_url[:20]!r}")
+
+
+def copy_sqlite_index(index_dir: str | Path, database_url: str,
+                      on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
+    """`copy_store` from the SQLite index in `index_dir` into the PostgreSQL store at `database_url`
+    (created with the index's dimension and embedder): (sources copied, skipped, chunks in the target).
+
+    Raises:
+        FileNotFoundError: no SQLite index in `index_dir`.
+        IndexMismatchError: the target holds embeddings of another dimension or embedder.
+    """
+    db = Path(index_dir).expanduser() / "chunks.sqlite"
+    meta = SqliteChunkStore.read_meta(db)
+    src = SqliteChunkStore(db, int(meta.get("dim", 384)))
+    try:
+        dst = open_store(database_url, "", src.dim, src.embedder)
+        try:
+            copied, skipped = copy_store(src, dst, on_progress=on_progress)
+            return copied, skipped, dst.count()
+        finally:
+            dst.close()
+    finally:
+        src.close()
 
 
 def copy_store(src: ChunkStore, dst: ChunkStore, batch: int = 32,

@@ -160,7 +160,7 @@ r.ingest([{str(docs)!r}], progress=False)
     assert subprocess.run([sys.executable, "-c", code, "crash"], timeout=120).returncode == 9
     after = Retriever(idx_dir, FakeEmbedder())
     assert len(after) > 0 and after.search("python lists", 3)
-    assert len(after) == after.index._count()  # FAISS and SQLite agree
+    assert len(after) == after.index.store.count()  # FAISS and SQLite agree
     assert n_before > 0
 
 
