@@ -91,6 +91,22 @@ class Generation:
     cached_tokens: int = 0
 
 
+def text_delta(text: str, sent: str, final: bool) -> tuple[str, str]:
+    """What a streamed generation adds: (new text, text sent so far) after decoding all its tokens to
+    `text` when `sent` has gone out already. A piece that ends in an incomplete multi-byte character
+    (U+FFFD) is held back until the next token, unless the generation is `final`.
+
+    >>> text_delta("héllo", "h", False)
+    ('éllo', 'héllo')
+    >>> text_delta("h\ufffd", "h", False)
+    ('', 'h')
+    """
+    new = text[len(sent):] if text.startswith(sent) else text
+    if new.endswith("\ufffd") and not final:
+        return "", sent
+    return new, text
+
+
 @dataclass
 class GenerationDelta:
     """A streamed piece of a generation; the last one has `finish_reason` set.

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from policy.base import GenerationDelta, GenerationParams, HFTokenizerMixin, Policy, PromptTooLongError
+from policy.base import GenerationDelta, GenerationParams, HFTokenizerMixin, Policy, PromptTooLongError, text_delta
 
 
 @dataclass
@@ -189,11 +189,7 @@ class LocalPolicy(HFTokenizerMixin, Policy):
                             if s and s in text[tail_from:]:
                                 finish, reason, done = "stop", s, True
                                 break
-                    new = text[len(text_sent):] if text.startswith(text_sent) else text
-                    if new.endswith("\ufffd") and not done:
-                        new = ""  # incomplete multi-byte character: wait for the next token
-                    else:
-                        text_sent = text
+                    new, text_sent = text_delta(text, text_sent, done)
                     last = done or step == params.max_tokens - 1
                     if pend is None:
                         pend = GenerationDelta(text=new, token_ids=[tok], entropies=[float(ent)],

@@ -27,6 +27,7 @@ from policy.base import (
     HFTokenizerMixin,
     Policy,
     PromptTooLongError,
+    text_delta,
 )
 from policy.entropy import topk_entropy
 
@@ -135,11 +136,7 @@ class RemotePolicy(HFTokenizerMixin, Policy):
                         tok_ids, ents, finish, stop = tok_ids[:hit + 1], ents[:hit + 1], "stop", tok_ids[hit]
                     out += tok_ids
                     text = self.tokenizer.decode(out, skip_special_tokens=True)
-                    new = text[len(sent):] if text.startswith(sent) else text
-                    if new.endswith("\ufffd") and finish is None:
-                        new = ""  # incomplete multi-byte character: wait for the next token
-                    else:
-                        sent = text
+                    new, sent = text_delta(text, sent, finish is not None)
                     if finish == "stop" and stop is None:
                         if out and out[-1] in stop_ids:
                             stop = out[-1]
