@@ -5,8 +5,9 @@ Contract:
   `tasks.family(item).messages(item)`: the same token ids the agent builds.
 - `dual_mode_rows`: every item appears twice, once with its think target and once with its
   no-think target, so the mode is independent of difficulty (the later gate result is earned).
-- `train_items`: arithmetic items of both buckets from the training seed, with every
-  expression of the first `EVAL_RESERVE` dev and test items removed.
+- `train_items`: arithmetic items of both buckets from the training seed; hard items without
+  any expression of the first `EVAL_RESERVE` dev and test items; easy items cycle through the
+  one-digit table that every split shares (`tasks.arithmetic.TABLE`: own seed and phrasings).
 - Each row carries ``item`` (the `tasks.Item` as JSON), ``bucket``, ``hard`` and ``mode``.
 """
 from __future__ import annotations
@@ -14,18 +15,18 @@ from __future__ import annotations
 import json
 
 from tasks import Item, family, render_prompt
-from tasks.arithmetic import SPLIT_SEEDS, make_items
+from tasks.arithmetic import SPLIT_SEEDS, TABLE, make_items
 
 #: dev/test items per bucket whose expressions never appear in training data.
 EVAL_RESERVE = 500
 
 
 def train_items(per_bucket: int, seed: int = SPLIT_SEEDS["train"]) -> list[Item]:
-    """Training items: `per_bucket` easy and hard chain sums, none of them in dev or test."""
+    """Training items: `per_bucket` easy and hard chain sums; no hard expression of dev or test."""
     out: list[Item] = []
     for bucket in ("easy", "hard"):
-        held = {i.meta["expression"] for s in ("dev", "test")
-                for i in make_items(bucket, EVAL_RESERVE, SPLIT_SEEDS[s])}
+        held = set() if bucket in TABLE else {i.meta["expression"] for s in ("dev", "test")
+                                              for i in make_items(bucket, EVAL_RESERVE, SPLIT_SEEDS[s])}
         out += make_items(bucket, per_bucket, seed, exclude=held)
     return out
 

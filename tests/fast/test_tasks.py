@@ -16,15 +16,23 @@ def test_running_total_trace_and_bad_expression():
         running_total_trace("5 * 3")
 
 
-def test_buckets_are_disjoint_across_seeds_and_phrased_variously():
-    test = make_items("easy", 150, 3)
-    train = make_items("easy", 400, 1, exclude={i.meta["expression"] for i in test})
+def test_buckets_split_by_seed_and_phrased_variously():
+    """Hard splits never share an expression; the easy table bucket cycles through its whole space
+    (every split holds the same table, shuffled and phrased by its own seed)."""
+    test = make_items("hard", 150, 3)
+    train = make_items("hard", 400, 1, exclude={i.meta["expression"] for i in test})
     assert len(test) == 150 and len(train) == 400
     assert not {i.meta["expression"] for i in test} & {i.meta["expression"] for i in train}
-    hard = make_items("hard", 50, 3)
-    assert all(5 <= i.meta["terms"] <= 7 for i in hard) and all(2 <= i.meta["terms"] <= 3 for i in test)
+    assert all(5 <= i.meta["terms"] <= 7 for i in test)
+    easy, easy_train = make_items("easy", 150, 3), make_items("easy", 400, 1)
+    assert len({i.meta["expression"] for i in easy}) == 150  # distinct within the first pass
+    assert len({i.meta["expression"] for i in easy_train}) == 155  # the whole table, ≥ 0 results
+    assert all(i.meta["terms"] == 2 and int(i.answer) >= 0 for i in easy_train)
+    assert [i.question for i in easy[:20]] != [i.question for i in easy_train[:20]]
+    with pytest.raises(ValueError, match="table bucket"):
+        make_items("easy", 5, 1, exclude={"1 + 2"})
     assert len({i.question.replace(i.meta["expression"], "{e}") for i in test}) >= 5  # not one template
-    assert make_items("hard", 5, 3)[0].to_dict() == hard[0].to_dict()  # a seed gives the same items
+    assert make_items("hard", 5, 3)[0].to_dict() == test[0].to_dict()  # a seed gives the same items
 
 
 def test_targets_extraction_and_scores():
