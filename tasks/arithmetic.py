@@ -27,6 +27,7 @@ Contract:
 """
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
 
@@ -167,10 +168,8 @@ def make_items(bucket: str, n: int, seed: int = SPLIT_SEEDS["test"], exclude: se
         raise ValueError(f"bucket must be one of {list(BUCKETS)}, got {bucket!r}")
     if bucket in TABLE and exclude:
         raise ValueError(f"{bucket} is a table bucket: every split shares its expressions, exclude must be empty")
-    try:
-        import reasoning_gym  # noqa: F401
-    except ImportError:
-        raise ValueError("arithmetic tasks need reasoning-gym: pip install reasoning-gym") from None
+    if importlib.util.find_spec("reasoning_gym") is None:
+        raise ValueError("arithmetic tasks need reasoning-gym: pip install reasoning-gym")
     s = _seed(bucket, seed)
     rng = random.Random(s)
     if bucket in TABLE:
