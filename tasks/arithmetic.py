@@ -59,8 +59,18 @@ _INT = re.compile(r"-?\d+")
 _TERM = re.compile(r"([+-])\s*(\d+)")
 
 
+#: reasoning-gym seeds item ``idx`` with ``Random(seed + idx)``, so two dataset seeds closer than the
+#: dataset size share items (shifted); split and bucket seeds are spaced wider than any size used here.
+SEED_SPACING = 10**7
+
+
 def _seed(bucket: str, seed: int) -> int:
-    return seed * 100 + list(BUCKETS).index(bucket)
+    """The reasoning-gym seed of (`bucket`, split `seed`): streams never overlap below `SEED_SPACING`.
+
+    >>> _seed("hard", 3) - _seed("hard", 2) == SEED_SPACING
+    True
+    """
+    return seed * SEED_SPACING + list(BUCKETS).index(bucket) * (SEED_SPACING // 10)
 
 
 def _step(total: int, op: str, num: int) -> tuple[str, int]:
@@ -133,7 +143,7 @@ def _entries(bucket: str, s: int, n: int, exclude: set[str]) -> list[tuple[str, 
     import reasoning_gym
 
     size, out, before = 64, [], -1
-    while len(out) < n and len(out) > before and size <= 64 * n + 8192:
+    while len(out) < n and len(out) > before and size < SEED_SPACING // 10:
         size, before = size * 2, len(out)
         seen, out = set(exclude), []
         for entry in reasoning_gym.create_dataset("chain_sum", size=size, seed=s, **BUCKETS[bucket]):

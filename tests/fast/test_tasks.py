@@ -23,6 +23,8 @@ def test_buckets_split_by_seed_and_phrased_variously():
     train = make_items("hard", 400, 1, exclude={i.meta["expression"] for i in test})
     assert len(test) == 150 and len(train) == 400
     assert not {i.meta["expression"] for i in test} & {i.meta["expression"] for i in train}
+    dev = {i.meta["expression"] for i in make_items("hard", 300, 2)}
+    assert len(dev & {i.meta["expression"] for i in test}) <= 3  # seeds' streams do not overlap (chance only)
     assert all(5 <= i.meta["terms"] <= 7 for i in test)
     easy, easy_train = make_items("easy", 150, 3), make_items("easy", 400, 1)
     assert len({i.meta["expression"] for i in easy}) == 150  # distinct within the first pass
