@@ -87,7 +87,7 @@ bench: demo-index
 train-ntr: demo-index
 	$(PY) -m training.grpo --config training/recipes/lora_cpu.yaml
 
-# Dual-mode warm-up (about 30 min on 2 cores), then adaptive GRPO from it (about 40 min).
+# Dual-mode warm-up (about 30 min on 2 cores), then adaptive GRPO from it (about 10 min).
 # Both resume from the newest checkpoint in their output dir when re-run after an interruption.
 runs/sft-cpu/summary.json: | models
 	$(PY) -m training.sft --config training/recipes/sft_cpu.yaml
@@ -98,7 +98,7 @@ runs/grpo-arith-cpu/summary.json: runs/sft-cpu/summary.json
 train-rl: runs/grpo-arith-cpu/summary.json
 
 # Reproduce docs/results/eval from a fresh clone: warm-up + RL + evaluation of base, warm-up and RL
-# (held-out chain sums, 150 per bucket, calibration on the dev split), about 80 min on 2 cores.
+# (held-out chain sums, 150 per bucket, calibration on the dev split), about 75 min on 2 cores (measured: 25 + 10 + 38).
 results: train-rl
 	$(PY) -m agent.eval --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks arith ntr-arith \
 	  --n 150 --think-tokens 128 --batch-size 50 --calibrate --agent-check 20 --out docs/results/eval
