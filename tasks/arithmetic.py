@@ -136,8 +136,8 @@ def running_total_trace(expression: str) -> tuple[str, int]:
     return ("\n".join(lines) or f"{total} = {total}"), total
 
 
-def _entries(bucket: str, s: int, n: int, exclude: set[str]) -> list[tuple[str, int, int]]:
-    """Up to `n` distinct (expression, value, terms) of `bucket` not in `exclude`, in reasoning-gym's
+def _entries(bucket: str, s: int, n: int, exclude: set[str]) -> list[tuple[str, str, int, int]]:
+    """Up to `n` distinct (expression, trace, value, terms) of `bucket` not in `exclude`, in reasoning-gym's
     order for seed `s`; fewer when doubling the dataset size finds no new expression (the bucket's
     space is exhausted)."""
     import reasoning_gym
@@ -154,7 +154,7 @@ def _entries(bucket: str, s: int, n: int, exclude: set[str]) -> list[tuple[str, 
             trace, value = running_total_trace(expr)
             if str(value) != str(entry["answer"]):
                 raise ValueError(f"trace of {expr!r} gives {value}, reasoning-gym says {entry['answer']}")
-            out.append((expr, value, entry["metadata"]["num_terms"]))
+            out.append((expr, trace, value, entry["metadata"]["num_terms"]))
             if len(out) == n:
                 break
     return out
@@ -184,20 +184,20 @@ def make_items(bucket: str, n: int, seed: int = SPLIT_SEEDS["test"], exclude: se
     rng = random.Random(s)
     if bucket in TABLE:
         space = _entries(bucket, s, 10**6, set())
-        drawn: list[tuple[str, int, int]] = []
+        drawn: list[tuple[str, str, int, int]] = []
         while len(drawn) < n:
             rng.shuffle(space)
             drawn += space
         drawn = drawn[:n]
     else:
-        drawn = _entries(bucket, s, n, set(exclude))
+        drawn = _entries(bucket, s, n, exclude)
         if len(drawn) < n:
             raise ValueError(f"only {len(drawn)} distinct {bucket} expressions for n={n}")
     items = []
-    for k, (expr, value, terms) in enumerate(drawn):
+    for k, (expr, trace, value, terms) in enumerate(drawn):
         question = rng.choice(PHRASINGS).format(e=expr)
         items.append(Item(f"arith-{bucket}-s{seed}-{k}", "arith", question, str(value), bucket,
-                          running_total_trace(expr)[0], meta={"expression": expr, "terms": terms}))
+                          trace, meta={"expression": expr, "terms": terms}))
     return items
 
 
