@@ -42,6 +42,10 @@ class ScriptArguments:
     think_share: float = field(default=0.5, metadata={"help": "share of each group forced to think"})
     mask_forced: bool = field(default=False, metadata={
         "help": "drop the forced first token from the loss (then the mode decision itself is not trained)"})
+    mode_token_weight: float = field(default=0.0, metadata={
+        "help": "α of Thinkless' decoupled GRPO (arXiv 2505.13379 Eq. 5): the first completion token (the mode "
+                "decision) weighs α/(1+α) of each completion's loss whatever its length (training.decoupled); "
+                "0: TRL's plain per-sequence mean (1/length). Needs loss_type grpo"})
     merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into the saved checkpoint"})
     seed_data: int = field(default=1, metadata={"help": "seed for sampling positions / examples (arith: 2 and 3 are the dev/test seeds)"})
 
@@ -61,5 +65,9 @@ class ScriptArguments:
             raise ValueError(f"seed_data must not be a held-out seed (2 = dev, 3 = test), got {self.seed_data}")
         if self.entropy_threshold < 0:
             raise ValueError(f"entropy_threshold must be >= 0 nats, got {self.entropy_threshold}")
+        if self.mode_token_weight < 0:
+            raise ValueError(f"mode_token_weight must be >= 0, got {self.mode_token_weight}")
+        if self.mode_token_weight > 0 and self.mask_forced:
+            raise ValueError("mode_token_weight > 0 weights the first token that mask_forced drops: set one of them")
         if self.reward_funcs is None:
             self.reward_funcs = list(NTR_REWARDS if self.task == "ntr" else ARITH_REWARDS)

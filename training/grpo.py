@@ -1,5 +1,6 @@
 """``python -m training.grpo``: adaptive GRPO — on chain sums from the warm-up checkpoint
-(correctness + AdaptThink's no-think bonus, rollouts forced half to think and half not), or on
+(correctness + AdaptThink's no-think bonus, rollouts forced half to think and half not, the mode
+decision optionally weighted apart as in Thinkless' decoupled GRPO: `training.decoupled`), or on
 next-token reasoning (RPT prefix-match) with an overthinking penalty.
 
 A thin script over TRL: our `ScriptArguments` + TRL's `GRPOConfig` + `ModelConfig`, from flags
@@ -29,10 +30,13 @@ def run(script, cfg, model_args) -> Path:
 
     from policy.models import cache_dir
     from training.data import build_datasets
+    from training.decoupled import check_loss_type, decoupled_trainer_class
     from training.report import MetricsCallback, evaluate_held_out, plot_curves, stats_reward
     from training.rewards import get_reward_funcs
     from training.script import load_model, prepare, resume_point, save_trained
 
+    if script.mode_token_weight > 0:
+        check_loss_type(cfg.loss_type)
     out, model_path, tokenizer = prepare(cfg, model_args)
     index_dir = Path(script.index_dir) if script.index_dir else cache_dir() / "index"
     train, held = build_datasets(script, model_path, tokenizer, out, index_dir)
@@ -54,7 +58,8 @@ def run(script, cfg, model_args) -> Path:
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         rollout = forced_mode_rollout(script.think_share, script.mask_forced)
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs + [stats_reward], args=cfg, train_dataset=train,
+    trainer_cls = decoupled_trainer_class(script.mode_token_weight) if script.mode_token_weight > 0 else GRPOTrainer
+    trainer = trainer_cls(model=model, reward_funcs=funcs + [stats_reward], args=cfg, train_dataset=train,
                           processing_class=tokenizer, peft_config=get_peft_config(model_args),
                           callbacks=[MetricsCallback(out / "metrics.jsonl")], rollout_func=rollout)
     trainer.train(resume_from_checkpoint=resume_point(cfg))

@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["agent.voting", "agent.turn", "agent.state", "agent.nodes", "retrieval.store", "retrieval.pgstore", "retrieval.retriever",
-           "retrieval.eval", "api.auth", "tasks.arithmetic", "policy.format", "policy.base", "training.rewards"]
+           "retrieval.eval", "api.auth", "tasks.arithmetic", "policy.format", "policy.base", "training.rewards",
+           "training.decoupled"]
 
 
 @pytest.mark.parametrize("name", MODULES)

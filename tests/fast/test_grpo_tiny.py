@@ -68,9 +68,11 @@ def test_two_step_grpo_changes_parameters_and_saves_loadable_checkpoint(tmp_path
     assert p.chat_prompt([{"role": "user", "content": "hi"}])
 
 
-def test_arith_grpo_forces_half_of_each_group_to_think(tmp_path, tiny_ckpt):
+@pytest.mark.parametrize("mode_token_weight", [0.0, 1.0])
+def test_arith_grpo_forces_half_of_each_group_to_think(tmp_path, tiny_ckpt, mode_token_weight):
     """The arith task with forced-mode rollouts: every group of 4 holds 2 think and 2 no-think
-    completions, the rewards see them, and training changes the parameters."""
+    completions, the rewards see them, and training changes the parameters (also with the
+    decoupled mode-token loss)."""
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, ModelConfig
 
@@ -86,11 +88,12 @@ def test_arith_grpo_forces_half_of_each_group_to_think(tmp_path, tiny_ckpt):
         return [float(i % 3) for i in range(len(completions))]
 
     REWARDS["test_spy"] = spy
-    script = ScriptArguments(task="arith", num_examples=4, eval_examples=2,
+    script = ScriptArguments(task="arith", num_examples=4, eval_examples=2, mode_token_weight=mode_token_weight,
                              reward_funcs=["correct", "no_think_bonus", "test_spy"])
     cfg = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_steps=2,
                      per_device_train_batch_size=8, num_generations=4, max_completion_length=6, learning_rate=1e-2,
-                     beta=0.0, logging_steps=1, save_strategy="no", report_to="none", seed=0)
+                     beta=0.0, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+                     loss_type="grpo")
     before = AutoModelForCausalLM.from_pretrained(tiny_ckpt).state_dict()
     try:
         run(script, cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
@@ -159,3 +162,50 @@ def test_row_mean_loss_weighs_a_short_answer_like_a_long_trace():
     assert torch.allclose(got, (a + b) / 2)
     assert not torch.allclose(got, (nll[0, 0] + nll[0, 1] + b) / 3)
     assert row_mean_nll(logits, torch.full_like(labels, -100)).item() == 0.0
+
+
+def test_decoupled_loss_gives_the_mode_token_a_length_free_share(tiny_ckpt):
+    """DeGRPO weights: under TRL's per-sequence mean the first token's gradient share is α/(1+α)
+    for a 2-token and a 7-token completion alike (plain GRPO: 1/2 and 1/7)."""
+    from transformers import AutoModelForCausalLM
+
+    from training.decoupled import decoupled_trainer_class, mode_token_weights
+
+    mask = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    for alpha in (0.5, 1.0, 3.0):
+        w = mode_token_weights(mask, alpha)
+        assert torch.allclose(w[:, 0] / w.sum(-1), torch.full((2,), alpha / (1 + alpha)))
+        assert torch.equal(w[:, 1:], mask[:, 1:].float())
+    assert torch.equal(mode_token_weights(mask, 0.0), mask.float())
+    with pytest.raises(ValueError, match="mode_token_weight must be >= 0, got -1"):
+        mode_token_weights(mask, -1.0)
+
+    # the subclass hands TRL's loss exactly these weights as its token mask
+    cls = decoupled_trainer_class(1.0)
+    seen = {}
+
+    def fake_super_loss(self, model, inputs):
+        seen["mask"] = inputs["tool_mask"]
+        return torch.tensor(0.0)
+
+    base = cls.__mro__[1]
+    trainer = cls.__new__(cls)  # no __init__: only loss_type is read before the (faked) TRL loss
+    orig, base._compute_loss = base._compute_loss, fake_super_loss
+    try:
+        trainer.loss_type = "grpo"
+        trainer._compute_loss(AutoModelForCausalLM.from_pretrained(tiny_ckpt), {"completion_mask": mask})
+        trainer.loss_type = "dapo"
+        with pytest.raises(ValueError, match="needs loss_type 'grpo'.*got 'dapo'"):
+            trainer._compute_loss(None, {"completion_mask": mask})
+    finally:
+        base._compute_loss = orig
+    assert torch.equal(seen["mask"], mode_token_weights(mask, 1.0))
+
+
+def test_mode_token_weight_is_validated():
+    from training.config import ScriptArguments
+
+    with pytest.raises(ValueError, match="mode_token_weight must be >= 0, got -0.5"):
+        ScriptArguments(task="arith", mode_token_weight=-0.5)
+    with pytest.raises(ValueError, match="mask_forced drops"):
+        ScriptArguments(task="arith", mode_token_weight=1.0, mask_forced=True)
