@@ -40,6 +40,10 @@ class SFTScriptArguments:
     items_per_bucket: int = field(default=800, metadata={"help": "training items per difficulty bucket (each gives 2 rows)"})
     seed_data: int = field(default=1, metadata={"help": "generator seed of the training split (dev=2, test=3 are held out)"})
     merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into the saved checkpoint"})
+    mode_token_weight: float = field(default=0.0, metadata={
+        "help": "λ: add λ × the mean over rows of the first completion token's NLL (the mode decision) to TRL's "
+                "token-mean loss, so a think row's decision weighs as much as a no-think row's (decoupled as in "
+                "Thinkless arXiv 2505.13379 Eq. 5); 0: off"})
     row_mean_loss: bool = field(default=False, metadata={
         "help": "loss = mean over rows of each row's mean completion-token NLL (both modes weigh the same); "
                 "off: TRL's mean over all completion tokens of the batch"})
@@ -47,6 +51,10 @@ class SFTScriptArguments:
     def __post_init__(self) -> None:
         if self.items_per_bucket < 1:
             raise ValueError(f"items_per_bucket must be >= 1, got {self.items_per_bucket}")
+        if self.mode_token_weight < 0:
+            raise ValueError(f"mode_token_weight must be >= 0, got {self.mode_token_weight}")
+        if self.mode_token_weight > 0 and self.row_mean_loss:
+            raise ValueError("mode_token_weight adds to TRL's token-mean loss; it cannot be combined with row_mean_loss")
         if self.seed_data in (2, 3):
             raise ValueError(f"seed_data must not be a held-out seed (2 = dev, 3 = test), got {self.seed_data}")
 
@@ -75,10 +83,60 @@ def row_mean_nll(logits, labels):
     return (nll.sum(dim=1)[rows] / counts[rows]).mean()
 
 
-def _trainer_class(row_mean: bool):
-    """TRL's `SFTTrainer`, or a subclass whose loss is `row_mean_nll`."""
+def decision_weighted_nll(logits, labels, weight: float):
+    """Token-mean next-token NLL (nats) over all labelled tokens of the batch (TRL's SFT loss) plus
+    `weight` × the mean over rows of each row's first labelled token NLL — in a dual-mode row the
+    mode decision (``<`` of ``<think>`` or the first answer token), which the token mean weighs
+    1/|trace| in a think row (decoupled as in Thinkless, arXiv 2505.13379 Eq. 5).
+
+    Args:
+        logits: [batch, seq, vocab] model outputs (position t predicts token t + 1), or a callable
+            mapping the [N] (row, position) pairs that are scored to their [N, vocab] logits (so that
+            a caller can apply the LM head to those positions only).
+        labels: [batch, seq] token ids, -100 where no loss is taken (prompt, padding).
+        weight: λ ≥ 0.
+    Returns:
+        A scalar tensor (0 if no token is labelled).
+
+    Example: rows with NLLs (1, 1) and (3,) and λ = 1 give 5 / 3 + (1 + 3) / 2.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    mask = labels[:, 1:] != -100
+    if not mask.any():
+        return (logits.sum() if torch.is_tensor(logits) else labels.sum()) * 0.0
+    rows, pos = mask.nonzero(as_tuple=True)
+    picked = logits[rows, pos] if torch.is_tensor(logits) else logits(rows, pos)
+    nll = F.cross_entropy(picked.float(), labels[rows, pos + 1], reduction="none")
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]  # nonzero is row-major: a row's first labelled position comes first
+    return nll.mean() + weight * nll[first].mean()
+
+
+def _trainer_class(row_mean: bool, mode_token_weight: float = 0.0):
+    """TRL's `SFTTrainer`, a subclass whose loss is `row_mean_nll`, or one that adds
+    ``mode_token_weight`` × the first token's NLL to TRL's loss (`decision_weighted_nll`)."""
     from trl import SFTTrainer
 
+    if mode_token_weight > 0:
+        class DecisionWeightedSFTTrainer(SFTTrainer):
+            """`SFTTrainer` with the loss `decision_weighted_nll` (TRL's metrics are not logged for it)."""
+
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                inputs = {k: v for k, v in inputs.items() if k not in ("completion_mask", "assistant_masks")}
+                labels = inputs.pop("labels")
+                lm = self.accelerator.unwrap_model(model)
+                lm = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # LoRA layers stay inside
+                hidden = lm.model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                                  use_cache=False).last_hidden_state
+                # the LM head only where a token is scored: no [batch, seq, vocab] logits
+                loss = decision_weighted_nll(lambda r, p: lm.lm_head(hidden[r, p]), labels, mode_token_weight)
+                if num_items_in_batch is not None:  # the Trainer then leaves accumulation scaling to the loss
+                    loss = loss / self.current_gradient_accumulation_steps
+                return (loss, None) if return_outputs else loss
+
+        return DecisionWeightedSFTTrainer
     if not row_mean:
         return SFTTrainer
 
@@ -112,14 +170,14 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     model = load_model(model_path, cfg)
     if script.row_mean_loss and getattr(cfg, "padding_free", False):
         raise ValueError("row_mean_loss needs padded rows; it cannot be combined with padding_free=True")
-    trainer = _trainer_class(script.row_mean_loss)(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
+    trainer = _trainer_class(script.row_mean_loss, script.mode_token_weight)(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
                          peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
     trainer.train(resume_from_checkpoint=resume_point(cfg))
     save_trained(trainer, tokenizer, out, model_path, script.merge_lora)
     if trainer.accelerator.is_main_process:
         summary = {"stage": "sft", "model": model_args.model_name_or_path, "rows": len(rows),
                    "items_per_bucket": script.items_per_bucket,
-                   "row_mean_loss": script.row_mean_loss, "steps": trainer.state.global_step,
+                   "row_mean_loss": script.row_mean_loss, "mode_token_weight": script.mode_token_weight, "steps": trainer.state.global_step,
                    "train_loss": trainer.state.log_history[-1].get("train_loss")}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps({"output_dir": str(out), **summary}))

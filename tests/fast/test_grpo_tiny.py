@@ -119,7 +119,8 @@ def test_cli_rejects_bad_arguments(tmp_path):
     assert r.returncode != 0 and "task must be 'ntr' or 'arith', got 'nope'" in r.stderr
 
 
-def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt):
+@pytest.mark.parametrize("loss", [{"row_mean_loss": True}, {"mode_token_weight": 1.0}])
+def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt, loss):
     """The warm-up: each item gives a think and a no-think row on the served prompt; 2 SFT steps change
     the parameters and save a checkpoint the backend loads, with thinkgate.json and summary.json."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -137,7 +138,7 @@ def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt):
     cfg = SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=4,
                     learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", max_length=256)
     before = AutoModelForCausalLM.from_pretrained(tiny_ckpt).state_dict()
-    run(SFTScriptArguments(items_per_bucket=3, row_mean_loss=True), cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
+    run(SFTScriptArguments(items_per_bucket=3, **loss), cfg, ModelConfig(model_name_or_path=str(tiny_ckpt)))
     after = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert any(not torch.equal(before[k], v) for k, v in after.items())
     assert json.loads((out / "summary.json").read_text())["rows"] == 12 and (out / "thinkgate.json").exists()
@@ -162,6 +163,27 @@ def test_row_mean_loss_weighs_a_short_answer_like_a_long_trace():
     assert torch.allclose(got, (a + b) / 2)
     assert not torch.allclose(got, (nll[0, 0] + nll[0, 1] + b) / 3)
     assert row_mean_nll(logits, torch.full_like(labels, -100)).item() == 0.0
+
+
+def test_decision_weighted_sft_loss_adds_the_first_tokens_mean():
+    """Rows with NLLs (a0, a1) and (b,): token mean (a0 + a1 + b) / 3, plus λ (a0 + b) / 2 — each
+    row's first labelled token (its mode decision) counts once whatever the row's length."""
+    import torch.nn.functional as F
+
+    from training.sft import SFTScriptArguments, decision_weighted_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 5)
+    labels = torch.tensor([[-100, 1, 2, -100], [-100, -100, 3, -100], [-100, -100, -100, -100]])
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp(min=0), reduction="none")
+    token_mean = (nll[0, 0] + nll[0, 1] + nll[1, 1]) / 3
+    assert torch.allclose(decision_weighted_nll(logits, labels, 0.0), token_mean)
+    assert torch.allclose(decision_weighted_nll(logits, labels, 2.0), token_mean + 2.0 * (nll[0, 0] + nll[1, 1]) / 2)
+    assert decision_weighted_nll(logits, torch.full_like(labels, -100), 1.0).item() == 0.0
+    with pytest.raises(ValueError, match="mode_token_weight must be >= 0, got -1"):
+        SFTScriptArguments(mode_token_weight=-1.0)
+    with pytest.raises(ValueError, match="cannot be combined with row_mean_loss"):
+        SFTScriptArguments(mode_token_weight=1.0, row_mean_loss=True)
 
 
 def test_decoupled_loss_gives_the_mode_token_a_length_free_share(tiny_ckpt):
