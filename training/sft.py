@@ -115,44 +115,37 @@ def decision_weighted_nll(logits, labels, weight: float):
 
 
 def _trainer_class(row_mean: bool, mode_token_weight: float = 0.0):
-    """TRL's `SFTTrainer`, a subclass whose loss is `row_mean_nll`, or one that adds
-    ``mode_token_weight`` × the first token's NLL to TRL's loss (`decision_weighted_nll`)."""
+    """TRL's `SFTTrainer`, or a subclass whose loss is `row_mean_nll` or, with ``mode_token_weight``
+    > 0, `decision_weighted_nll` (TRL's metrics are not logged for either)."""
     from trl import SFTTrainer
 
     if mode_token_weight > 0:
-        class DecisionWeightedSFTTrainer(SFTTrainer):
-            """`SFTTrainer` with the loss `decision_weighted_nll` (TRL's metrics are not logged for it)."""
-
-            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-                inputs = {k: v for k, v in inputs.items() if k not in ("completion_mask", "assistant_masks")}
-                labels = inputs.pop("labels")
-                lm = self.accelerator.unwrap_model(model)
-                lm = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # LoRA layers stay inside
-                hidden = lm.model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                                  use_cache=False).last_hidden_state
-                # the LM head only where a token is scored: no [batch, seq, vocab] logits
-                loss = decision_weighted_nll(lambda r, p: lm.lm_head(hidden[r, p]), labels, mode_token_weight)
-                if num_items_in_batch is not None:  # the Trainer then leaves accumulation scaling to the loss
-                    loss = loss / self.current_gradient_accumulation_steps
-                return (loss, None) if return_outputs else loss
-
-        return DecisionWeightedSFTTrainer
-    if not row_mean:
+        def loss_and_outputs(trainer, model, inputs, labels):
+            lm = trainer.accelerator.unwrap_model(model)
+            lm = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # LoRA layers stay inside
+            hidden = lm.model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                              use_cache=False).last_hidden_state
+            # the LM head only where a token is scored: no [batch, seq, vocab] logits
+            return decision_weighted_nll(lambda r, p: lm.lm_head(hidden[r, p]), labels, mode_token_weight), None
+    elif row_mean:
+        def loss_and_outputs(trainer, model, inputs, labels):
+            outputs = model(**inputs, use_cache=False)
+            return row_mean_nll(outputs.logits, labels), outputs
+    else:
         return SFTTrainer
 
-    class RowMeanSFTTrainer(SFTTrainer):
-        """`SFTTrainer` with the loss `row_mean_nll` (TRL's metrics are not logged for it)."""
+    class OwnLossSFTTrainer(SFTTrainer):
+        """`SFTTrainer` whose loss is computed by this module from the labels."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = {k: v for k, v in inputs.items() if k not in ("completion_mask", "assistant_masks")}
             labels = inputs.pop("labels")
-            outputs = model(**inputs, use_cache=False)
-            loss = row_mean_nll(outputs.logits, labels)
+            loss, outputs = loss_and_outputs(self, model, inputs, labels)
             if num_items_in_batch is not None:  # the Trainer then leaves accumulation scaling to the loss
                 loss = loss / self.current_gradient_accumulation_steps
             return (loss, outputs) if return_outputs else loss
 
-    return RowMeanSFTTrainer
+    return OwnLossSFTTrainer
 
 
 def run(script: SFTScriptArguments, cfg, model_args) -> Path:
@@ -168,16 +161,19 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     rows = dual_mode_rows(train_items(script.items_per_bucket, script.seed_data), tokenizer)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     model = load_model(model_path, cfg)
-    if script.row_mean_loss and getattr(cfg, "padding_free", False):
-        raise ValueError("row_mean_loss needs padded rows; it cannot be combined with padding_free=True")
-    trainer = _trainer_class(script.row_mean_loss, script.mode_token_weight)(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
-                         peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
+    if (script.row_mean_loss or script.mode_token_weight > 0) and getattr(cfg, "padding_free", False):
+        name = "row_mean_loss" if script.row_mean_loss else "mode_token_weight"
+        raise ValueError(f"{name} needs padded rows; it cannot be combined with padding_free=True")
+    trainer_cls = _trainer_class(script.row_mean_loss, script.mode_token_weight)
+    trainer = trainer_cls(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
+                          peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
     trainer.train(resume_from_checkpoint=resume_point(cfg))
     save_trained(trainer, tokenizer, out, model_path, script.merge_lora)
     if trainer.accelerator.is_main_process:
         summary = {"stage": "sft", "model": model_args.model_name_or_path, "rows": len(rows),
                    "items_per_bucket": script.items_per_bucket,
-                   "row_mean_loss": script.row_mean_loss, "mode_token_weight": script.mode_token_weight, "steps": trainer.state.global_step,
+                   "row_mean_loss": script.row_mean_loss, "mode_token_weight": script.mode_token_weight,
+                   "steps": trainer.state.global_step,
                    "train_loss": trainer.state.log_history[-1].get("train_loss")}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps({"output_dir": str(out), **summary}))
