@@ -211,7 +211,7 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
         res["sets"][name] = report(recs, tau, tau_entropy)
         if args.samples > 1 and not name.startswith("ntr"):
             add_scaling(res["sets"][name], lm, tok, items, build_prompts(items, tok, retriever, cfg), recs, args,
-                        args.tau_vote if args.tau_vote is not None else cfg.tau_exit)
+                        args.tau_vote if args.tau_vote is not None else cfg.tau_exit, tau)
         if name.startswith("ntr"):
             res["sets"][name]["information_gain"] = information_gains(lm, tok, items, recs)
         res["sets"][name]["seconds"] = time.time() - t0
@@ -227,10 +227,12 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
     return res
 
 
-def add_scaling(per_bucket: dict, lm, tok, items, prompts, recs, args: EvalArgs, tau_vote: float) -> None:
+def add_scaling(per_bucket: dict, lm, tok, items, prompts, recs, args: EvalArgs, tau_vote: float,
+                tau_think: float) -> None:
     """Test-time scaling modes (`agent.scaling`) added to each bucket's report: vote@K, adaptive
-    (sampling only where the greedy trace's mean entropy exceeds `tau_vote` nats), best-of-K;
-    with paired tests of adaptive against always and against vote@K."""
+    (on top of the gate at `tau_think` nats, sampling only where the greedy trace's mean entropy
+    exceeds `tau_vote` nats), best-of-K; with paired tests of adaptive against always, against the
+    gate alone and against vote@K."""
     from agent.scaling import sample_think, scaling_rows, trace_entropy
 
     samples = sample_think(lm, tok, items, prompts, k=args.samples - 1, think_tokens=args.think_tokens,
@@ -239,16 +241,16 @@ def add_scaling(per_bucket: dict, lm, tok, items, prompts, recs, args: EvalArgs,
     for bucket, rep in per_bucket.items():
         keep = [i for i, r in enumerate(recs) if bucket == "all" or r.bucket == bucket]
         rows = scaling_rows([items[i] for i in keep], [recs[i] for i in keep], [samples[i] for i in keep],
-                            [ent[i] for i in keep], tau_vote)
+                            [ent[i] for i in keep], tau_vote, tau_think=tau_think)
         for mode, r in rows.items():
             rep["modes"][mode] = summarize(r)
         always = decide([recs[i] for i in keep], "always")
-        learned = decide([recs[i] for i in keep], "learned")
+        gated = decide([recs[i] for i in keep], "gated", tau_think)
         fixed = next(m for m in rows if m.startswith("vote@"))
         rep["adaptive_vs_always"] = paired(rows["adaptive"], always)
-        rep["adaptive_vs_learned"] = paired(rows["adaptive"], learned)
+        rep["adaptive_vs_gated"] = paired(rows["adaptive"], gated)
         rep[f"adaptive_vs_{fixed}"] = paired(rows["adaptive"], rows[fixed])
-        rep["vote_trigger_rate"] = sum(1 for i in keep if recs[i].learned_think and ent[i] > tau_vote) / len(keep)
+        rep["vote_trigger_rate"] = sum(1 for i, g in zip(keep, gated) if g["thought"] and ent[i] > tau_vote) / len(keep)
         rep["tau_vote"] = tau_vote
         rep["trace_entropy"] = [[recs[i].id, ent[i], recs[i].think_score] for i in keep]
     # per item, for re-analysis at other thresholds: greedy (entropy, score, tokens) and the samples

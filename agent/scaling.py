@@ -13,13 +13,16 @@ Contract:
   trace the model copies the last total with near-zero entropy, right or wrong).
 - `scaling_rows(records, samples, greedy_entropy, tau_vote, ...)` → `agent.stats.decide`-shaped
   rows for the modes ``vote@K`` (the greedy completion plus K−1 samples, majority),
-  ``adaptive`` (on top of the model's own decision: when it thinks and its greedy trace's mean
-  entropy exceeds `tau_vote`, sample on, in order, until Adaptive-Consistency's Beta rule or K),
+  ``adaptive`` (on top of the served gate's decision — the model's own choice, or its draft's
+  mean entropy above `tau_think`, as in `agent.stats.decide(..., "gated")`, hidden draft tokens
+  counted the same way —: when it thinks and its greedy trace's mean entropy exceeds `tau_vote`,
+  sample on, in order, until Adaptive-Consistency's Beta rule or K),
   and ``best-of-K`` (the most certain of the greedy completion and K−1 samples). Tokens count
   every generated token, samples included (as think tokens).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from agent.voting import adaptive_vote, normalize_answer, vote
@@ -150,9 +153,11 @@ def _row(r, score: float, tokens: int, thought: bool = True) -> dict:
 
 
 def scaling_rows(items: list[Item], records, samples: list[list[Sample]], greedy_entropy: list[float],
-                 tau_vote: float, confidence: float = 0.95) -> dict[str, list[dict]]:
+                 tau_vote: float, confidence: float = 0.95, tau_think: float = math.inf) -> dict[str, list[dict]]:
     """Rows of the voting modes (see the module docstring); K = 1 + samples per item; `items`,
-    `records` (`agent.forced.ForcedRecord`), `samples` and `greedy_entropy` are in the same order."""
+    `records` (`agent.forced.ForcedRecord`), `samples` and `greedy_entropy` are in the same order.
+    `tau_think` (nats) is the gate's draft-entropy threshold that ``adaptive`` builds on; the
+    default ∞ leaves the model's own choice alone."""
     k = 1 + len(samples[0]) if samples else 1
     rows: dict[str, list[dict]] = {f"vote@{k}": [], "adaptive": [], f"best-of-{k}": []}
     for it, r, ss, h in zip(items, records, samples, greedy_entropy):
@@ -165,26 +170,30 @@ def scaling_rows(items: list[Item], records, samples: list[list[Sample]], greedy
         rows[f"vote@{k}"].append(_row(r, scores[best], sum(tokens)))
         top = max(range(len(keys)), key=lambda i: cert[i])
         rows[f"best-of-{k}"].append(_row(r, scores[keys[top]], sum(tokens)))
-        if not r.learned_think:  # the model answers at once: no thinking, no voting
+        gate_thinks = r.learned_think or r.draft_entropy > tau_think
+        hidden = 0 if r.learned_think else r.draft_tokens  # the gate read a free draft before thinking
+        if not gate_thinks:  # the gate answers at once: no thinking, no voting
             rows["adaptive"].append({"id": r.id, "bucket": r.bucket, "thought": False, "score": r.direct_score,
                                      "think_tokens": 0, "answer_tokens": r.direct_tokens, "hidden_tokens": 0})
         elif h <= tau_vote:  # certain after thinking: the one greedy answer
-            rows["adaptive"].append(_row(r, r.think_score, r.think_tokens))
+            rows["adaptive"].append({**_row(r, r.think_score, r.think_tokens), "hidden_tokens": hidden})
         else:
             res = adaptive_vote(keys, cert, max_samples=k, confidence=confidence)
-            rows["adaptive"].append(_row(r, scores[res.answer], sum(tokens[: res.used])))
+            rows["adaptive"].append({**_row(r, scores[res.answer], sum(tokens[: res.used])), "hidden_tokens": hidden})
     return rows
 
 
 def sweep(results: dict, taus: list[float], set_name: str = "arith", k: int = 8) -> list[dict]:
     """Re-read a ``--samples`` evaluation (results.json) at other `taus`: per bucket, the accuracy
-    and mean tokens of always, learned, vote@K and adaptive, and adaptive's paired difference to
-    always and to vote@K — how τ_vote is picked on the dev split. The stored records and samples
-    go through `scaling_rows` again, so the modes are computed exactly as in the evaluation."""
+    and mean tokens of always, gated (the gate alone, at the run's ``tau_used``), vote@K and adaptive,
+    and adaptive's paired difference to always and to vote@K — how τ_vote is picked on the dev split.
+    The stored records and samples go through `scaling_rows` again, so the modes are computed exactly
+    as in the evaluation."""
     from agent.forced import ForcedRecord
     from agent.stats import decide, paired, summarize
 
     model = next(iter(results["models"].values()))
+    tau_think = model.get("tau_used", math.inf)
     per_item = model["sets"][set_name]["samples"]
     recs = [ForcedRecord(**r) for r in model["records"][set_name]]
     items = [Item(r.id, r.family, "", "", r.bucket) for r in recs]
@@ -196,10 +205,10 @@ def sweep(results: dict, taus: list[float], set_name: str = "arith", k: int = 8)
         for bucket in sorted({r.bucket for r in recs}):
             keep = [i for i, r in enumerate(recs) if r.bucket == bucket]
             pick = [recs[i] for i in keep]
-            rows = {"always": decide(pick, "always"), "learned": decide(pick, "learned"),
+            rows = {"always": decide(pick, "always"), "gated": decide(pick, "gated", tau_think),
                     **scaling_rows([items[i] for i in keep], pick, [samples[i] for i in keep],
-                                   [entropy[i] for i in keep], tau)}
-            s = {m: summarize(v) for m, v in rows.items() if m in ("always", "learned", f"vote@{k}", "adaptive")}
+                                   [entropy[i] for i in keep], tau, tau_think=tau_think)}
+            s = {m: summarize(v) for m, v in rows.items() if m in ("always", "gated", f"vote@{k}", "adaptive")}
             out.append({"tau_vote": tau, "bucket": bucket, **{m: {"accuracy": v["accuracy"], "tokens": v["total_tokens"]}
                                                              for m, v in s.items()},
                         "adaptive_vs_always": paired(rows["adaptive"], rows["always"]),
@@ -219,10 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     for r in sweep(json.loads(open(args.results).read()), [float(t) for t in args.tau.split(",")]):
         a, v = r["adaptive_vs_always"], r["adaptive_vs_vote@8"]
         print(f"tau {r['tau_vote']:.2f} {r['bucket']:4}: always {r['always']['accuracy']:.3f} ({r['always']['tokens']:.0f} tok) "
-              f"learned {r['learned']['accuracy']:.3f} ({r['learned']['tokens']:.0f}) vote@8 {r['vote@8']['accuracy']:.3f} "
+              f"gated {r['gated']['accuracy']:.3f} ({r['gated']['tokens']:.0f}) vote@8 {r['vote@8']['accuracy']:.3f} "
               f"({r['vote@8']['tokens']:.0f}) adaptive {r['adaptive']['accuracy']:.3f} ({r['adaptive']['tokens']:.0f} tok = "
-              f"{r['adaptive']['tokens'] / r['vote@8']['tokens']:.0%} of vote@8, {r['adaptive']['tokens'] / r['learned']['tokens']:.2f}x "
-              f"learned) | vs always {a['diff']:+.3f} [{a['ci_low']:+.3f}, {a['ci_high']:+.3f}] p {a['mcnemar_p']:.2g} | "
+              f"{r['adaptive']['tokens'] / r['vote@8']['tokens']:.0%} of vote@8, {r['adaptive']['tokens'] / r['gated']['tokens']:.2f}x "
+              f"gated) | vs always {a['diff']:+.3f} [{a['ci_low']:+.3f}, {a['ci_high']:+.3f}] p {a['mcnemar_p']:.2g} | "
               f"vs vote@8 {v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]")
 
 

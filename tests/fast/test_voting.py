@@ -32,9 +32,10 @@ def test_vote_and_stopping_rule_on_fixed_inputs():
 
 
 class _Rec:  # the fields of agent.forced.ForcedRecord that scaling_rows reads
-    def __init__(self, id, think_text, think_score, think_tokens=10, learned=True):
+    def __init__(self, id, think_text, think_score, think_tokens=10, learned=True, draft_entropy=0.0):
         self.id, self.bucket, self.think_text, self.think_score = id, "hard", think_text, think_score
         self.think_tokens, self.learned_think, self.direct_score, self.direct_tokens = think_tokens, learned, 0.0, 2
+        self.draft_entropy, self.draft_tokens = draft_entropy, 3
 
 
 def test_scaling_rows_modes():
@@ -50,6 +51,24 @@ def test_scaling_rows_modes():
     assert rows["adaptive"][0]["score"] == 1.0 and rows["adaptive"][0]["think_tokens"] == 10 + 6 * 12
     # certain trace: the one greedy answer, no samples
     assert rows["adaptive"][1]["score"] == 0.0 and rows["adaptive"][1]["think_tokens"] == 10
+
+
+def test_adaptive_builds_on_the_gate_not_only_the_models_choice():
+    """A model that answers at once on its own is voted on only where the served gate (draft entropy
+    above tau_think) makes it think; the gate's hidden draft tokens are counted then."""
+    from tasks import Item
+
+    it = Item("x", "arith", "What is 2 + 2?", "4", "hard", "2 + 2 = 4")
+    unsure = _Rec("x", "<think>\n2 + 2 = 5\n</think>\n5", 0.0, learned=False, draft_entropy=2.0)
+    sure = _Rec("y", "<think>\n2 + 2 = 5\n</think>\n5", 0.0, learned=False, draft_entropy=0.1)
+    samples = [Sample(f"s{i}", 12, 1.0, "4", -0.1) for i in range(7)]
+    rows = scaling_rows([it, it], [unsure, sure], [samples, samples], [2.0, 2.0], tau_vote=1.0, tau_think=0.5)
+    a = rows["adaptive"]
+    assert a[0]["thought"] and a[0]["score"] == 1.0 and a[0]["hidden_tokens"] == 3
+    assert not a[1]["thought"] and a[1]["answer_tokens"] == 2 and a[1]["think_tokens"] == 0
+    # without a gate threshold only the model's own choice counts: neither item thinks
+    plain = scaling_rows([it, it], [unsure, sure], [samples, samples], [2.0, 2.0], tau_vote=1.0)
+    assert not any(r["thought"] for r in plain["adaptive"])
 
 
 def voting_script():
