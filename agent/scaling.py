@@ -158,9 +158,12 @@ def scaling_rows(items: list[Item], records, samples: list[list[Sample]], greedy
     `records` (`agent.forced.ForcedRecord`), `samples` and `greedy_entropy` are in the same order.
     `tau_think` (nats) is the gate's draft-entropy threshold that ``adaptive`` builds on; the
     default ∞ leaves the model's own choice alone."""
+    from agent.stats import decide
+
     k = 1 + len(samples[0]) if samples else 1
     rows: dict[str, list[dict]] = {f"vote@{k}": [], "adaptive": [], f"best-of-{k}": []}
-    for it, r, ss, h in zip(items, records, samples, greedy_entropy):
+    gate = decide(records, "gated", tau_think)  # the served gate's decision and hidden draft tokens
+    for it, r, ss, h, g in zip(items, records, samples, greedy_entropy, gate):
         fam_key = normalize_answer(family(it).extract(r.think_text))
         keys = [fam_key] + [s.key for s in ss]
         scores = {fam_key: r.think_score, **{s.key: s.score for s in ss}}
@@ -170,16 +173,14 @@ def scaling_rows(items: list[Item], records, samples: list[list[Sample]], greedy
         rows[f"vote@{k}"].append(_row(r, scores[best], sum(tokens)))
         top = max(range(len(keys)), key=lambda i: cert[i])
         rows[f"best-of-{k}"].append(_row(r, scores[keys[top]], sum(tokens)))
-        gate_thinks = r.learned_think or r.draft_entropy > tau_think
-        hidden = 0 if r.learned_think else r.draft_tokens  # the gate read a free draft before thinking
-        if not gate_thinks:  # the gate answers at once: no thinking, no voting
-            rows["adaptive"].append({"id": r.id, "bucket": r.bucket, "thought": False, "score": r.direct_score,
-                                     "think_tokens": 0, "answer_tokens": r.direct_tokens, "hidden_tokens": 0})
+        if not g["thought"]:  # the gate answers at once: no thinking, no voting
+            rows["adaptive"].append(g)
         elif h <= tau_vote:  # certain after thinking: the one greedy answer
-            rows["adaptive"].append({**_row(r, r.think_score, r.think_tokens), "hidden_tokens": hidden})
+            rows["adaptive"].append({**_row(r, r.think_score, r.think_tokens), "hidden_tokens": g["hidden_tokens"]})
         else:
             res = adaptive_vote(keys, cert, max_samples=k, confidence=confidence)
-            rows["adaptive"].append({**_row(r, scores[res.answer], sum(tokens[: res.used])), "hidden_tokens": hidden})
+            rows["adaptive"].append({**_row(r, scores[res.answer], sum(tokens[: res.used])),
+                                     "hidden_tokens": g["hidden_tokens"]})
     return rows
 
 
