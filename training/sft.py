@@ -14,6 +14,15 @@ SFT. Measured (docs/results/eval-sft-v2, eval-rl-v2): direct accuracy on easy su
 0.43 → 0.48, forced-think fell 0.93 → 0.83 on easy, the model's own think-rate dropped to 3 %, and
 16 RL steps from it ended at always-think with lower accuracy than the token-mean run. Hence off.
 
+Paired batches (``--pair_modes``, on in the recipe): TRL's loss is the token mean over a batch,
+so a row's first token — its mode decision — weighs 1 / (completion tokens in its batch). Under
+``group_by_length`` a hard item's direct answer sits among short rows and its trace among long
+ones, so its no-think decision weighed 21× its think decision (computed over the 3,200 rows of
+the recipe; after that warm-up p(``<think>``) was 0.013 on hard and 0.78 on easy). `PairedLengthSampler`
+keeps both rows of an item in one batch, so the two decisions of every prompt weigh the same,
+while batches are still grouped by length (padding ≈ 2(P + T) / (2P + T) instead of random
+batches' ~2×).
+
 Output dir: a checkpoint (LoRA merged) that ``thinkgate serve --model DIR`` and
 ``python -m training.grpo --model_name_or_path DIR`` load, ``thinkgate.json`` (agent
 defaults until calibrated), ``summary.json`` and ``metrics.jsonl``.
@@ -44,6 +53,10 @@ class SFTScriptArguments:
         "help": "λ: add λ × the mean over rows of the first completion token's NLL (the mode decision) to TRL's "
                 "token-mean loss, so a think row's decision weighs as much as a no-think row's (decoupled as in "
                 "Thinkless arXiv 2505.13379 Eq. 5); 0: off"})
+    pair_modes: bool = field(default=False, metadata={
+        "help": "put both rows of an item (think and no-think) in the same batch, batches grouped by length "
+                "(PairedLengthSampler), so each prompt's two mode decisions weigh the same under the token-mean "
+                "loss; needs an even per-device batch size"})
     row_mean_loss: bool = field(default=False, metadata={
         "help": "loss = mean over rows of each row's mean completion-token NLL (both modes weigh the same); "
                 "off: TRL's mean over all completion tokens of the batch"})
@@ -114,10 +127,80 @@ def decision_weighted_nll(logits, labels, weight: float):
     return nll.mean() + weight * nll[first].mean()
 
 
-def _trainer_class(row_mean: bool, mode_token_weight: float = 0.0):
+class PairedLengthSampler:
+    """Batches that hold both rows of each item, grouped by length.
+
+    Rows ``2i`` and ``2i + 1`` are item i's two rows (`training.dual.dual_mode_rows` order). Like
+    transformers' `LengthGroupedSampler`: items are shuffled, cut into mega-batches of
+    ``mega × batch_size / 2`` items, each sorted by length (longest first), and each item's rows are
+    yielded together, so every run of `batch_size` consecutive indices holds whole pairs.
+
+    Args:
+        lengths: [2n] token lengths of the rows (an item's sort key is the longer of its two).
+        batch_size: rows per optimizer batch (per-device batch × gradient accumulation); even.
+        seed: shuffling seed; epoch ``e`` uses ``seed + e`` (deterministic, so resuming skips the
+            same batches).
+        mega: mega-batch size in batches (50, as in `LengthGroupedSampler`).
+    Raises:
+        ValueError: an odd number of rows or an odd batch size.
+
+    >>> s = PairedLengthSampler([5, 2, 9, 3, 7, 2, 4, 2], batch_size=4, seed=0)
+    >>> order = list(s)
+    >>> sorted(order) == list(range(8)) and all(order[k] // 2 == order[k + 1] // 2 for k in range(0, 8, 2))
+    True
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int = 0, mega: int = 50):
+        if len(lengths) % 2:
+            raise ValueError(f"paired rows need an even number of rows, got {len(lengths)}")
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(f"pair_modes needs an even batch size (per-device batch x accumulation), got {batch_size}")
+        self.keys = [max(lengths[2 * i], lengths[2 * i + 1]) for i in range(len(lengths) // 2)]
+        self.pairs_per_mega = mega * batch_size // 2
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle differently in epoch `epoch` (called by accelerate's data loader)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 2 * len(self.keys)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(len(self.keys), generator=g).tolist()
+        for m in range(0, len(perm), self.pairs_per_mega):
+            for i in sorted(perm[m: m + self.pairs_per_mega], key=lambda i: -self.keys[i]):
+                yield 2 * i
+                yield 2 * i + 1
+
+
+def _trainer_class(row_mean: bool, mode_token_weight: float = 0.0, pair_modes: bool = False):
     """TRL's `SFTTrainer`, or a subclass whose loss is `row_mean_nll` or, with ``mode_token_weight``
-    > 0, `decision_weighted_nll` (TRL's metrics are not logged for either)."""
+    > 0, `decision_weighted_nll` (TRL's metrics are not logged for either); with `pair_modes` its
+    training batches come from `PairedLengthSampler`."""
     from trl import SFTTrainer
+
+    if pair_modes:
+        base = _trainer_class(row_mean, mode_token_weight)
+
+        class PairedSFTTrainer(base):
+            """The trainer above, its training rows batched in pairs by `PairedLengthSampler`."""
+
+            expected_rows: int = 0
+
+            def _get_train_sampler(self, train_dataset=None):
+                data = self.train_dataset if train_dataset is None else train_dataset
+                if len(data) != self.expected_rows:  # TRL dropped a row: pairs would no longer be (2i, 2i+1)
+                    raise ValueError(f"pair_modes needs every dual-mode row; {self.expected_rows} built, "
+                                     f"{len(data)} left after TRL's preprocessing")
+                return PairedLengthSampler([len(x) for x in data["input_ids"]],
+                                           self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                           seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+        return PairedSFTTrainer
 
     if mode_token_weight > 0:
         def loss_and_outputs(trainer, model, inputs, labels):
@@ -164,7 +247,10 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     if (script.row_mean_loss or script.mode_token_weight > 0) and getattr(cfg, "padding_free", False):
         name = "row_mean_loss" if script.row_mean_loss else "mode_token_weight"
         raise ValueError(f"{name} needs padded rows; it cannot be combined with padding_free=True")
-    trainer_cls = _trainer_class(script.row_mean_loss, script.mode_token_weight)
+    if script.pair_modes and getattr(cfg, "packing", False):
+        raise ValueError("pair_modes batches whole rows; it cannot be combined with packing=True")
+    trainer_cls = _trainer_class(script.row_mean_loss, script.mode_token_weight, script.pair_modes)
+    trainer_cls.expected_rows = len(rows)
     trainer = trainer_cls(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
                           peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
     trainer.train(resume_from_checkpoint=resume_point(cfg))
@@ -172,7 +258,8 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     if trainer.accelerator.is_main_process:
         summary = {"stage": "sft", "model": model_args.model_name_or_path, "rows": len(rows),
                    "items_per_bucket": script.items_per_bucket,
-                   "row_mean_loss": script.row_mean_loss, "mode_token_weight": script.mode_token_weight,
+                   "row_mean_loss": script.row_mean_loss, "pair_modes": script.pair_modes,
+                   "mode_token_weight": script.mode_token_weight,
                    "steps": trainer.state.global_step,
                    "train_loss": trainer.state.log_history[-1].get("train_loss")}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -119,7 +119,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
     assert r.returncode != 0 and "task must be 'ntr' or 'arith', got 'nope'" in r.stderr
 
 
-@pytest.mark.parametrize("loss", [{"row_mean_loss": True}, {"mode_token_weight": 1.0}])
+@pytest.mark.parametrize("loss", [{"row_mean_loss": True}, {"mode_token_weight": 1.0}, {"pair_modes": True}])
 def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt, loss):
     """The warm-up: each item gives a think and a no-think row on the served prompt; 2 SFT steps change
     the parameters and save a checkpoint the backend loads, with thinkgate.json and summary.json."""
@@ -144,6 +144,34 @@ def test_dual_mode_sft_on_a_tiny_model_trains_both_targets(tmp_path, tiny_ckpt, 
     assert json.loads((out / "summary.json").read_text())["rows"] == 12 and (out / "thinkgate.json").exists()
     with pytest.raises(ValueError, match="held-out seed"):
         SFTScriptArguments(seed_data=3)
+
+
+def test_paired_sampler_keeps_both_rows_of_an_item_in_one_batch():
+    """Every batch of 8 holds whole (think, no-think) pairs, every row comes once per epoch, batches are
+    grouped by length (longest first in each mega-batch), epochs shuffle differently, a seed repeats."""
+    from training.sft import PairedLengthSampler
+
+    import random as _random
+    rng = _random.Random(0)
+    lengths = []
+    for _ in range(200):
+        n = rng.choice([60, 140])  # a short and a long item; its no-think row is always short
+        lengths += [n + rng.randint(0, 20), 55]
+    s = PairedLengthSampler(lengths, batch_size=8, seed=3, mega=5)
+    order = list(s)
+    assert sorted(order) == list(range(400)) and len(s) == 400
+    for b in range(0, 400, 8):
+        batch = order[b: b + 8]
+        assert sorted(batch) == sorted({2 * (i // 2) for i in batch} | {2 * (i // 2) + 1 for i in batch})
+    first_mega = [lengths[i] for i in order[:40:2]]
+    assert first_mega == sorted(first_mega, reverse=True)
+    assert list(PairedLengthSampler(lengths, batch_size=8, seed=3, mega=5)) == order
+    s.set_epoch(1)
+    assert list(s) != order
+    with pytest.raises(ValueError, match="even batch size"):
+        PairedLengthSampler(lengths, batch_size=5)
+    with pytest.raises(ValueError, match="even number of rows, got 3"):
+        PairedLengthSampler([1, 2, 3], batch_size=4)
 
 
 def test_row_mean_loss_weighs_a_short_answer_like_a_long_trace():
