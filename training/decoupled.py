@@ -4,7 +4,7 @@
 Why: with TRL's ``loss_type="grpo"`` each completion's loss is the mean over its own tokens
 (DeepSeekMath, arXiv 2402.03300, Eq. 3), so the first token — ``<`` of ``<think>`` or the first
 answer token, i.e. the mode decision — carries 1/|o_i| of it: 1/80 in a hard trace, 1/2 in a direct
-answer. Measured here (docs/results/eval): after the warm-up put p(``<think>``) at 0.012 on hard
+answer. Measured here (docs/results/eval-v3): after the warm-up put p(``<think>``) at 0.012 on hard
 sums, 8 GRPO steps pushed it to 0.002 although forced-think scored +31 points there.
 
 Contract:
