@@ -87,7 +87,7 @@ bench: demo-index
 train-ntr: demo-index
 	$(PY) -m training.grpo --config training/recipes/lora_cpu.yaml
 
-# Dual-mode warm-up (about 30 min on 2 cores), then adaptive GRPO from it (about 10 min).
+# Dual-mode warm-up (about 40 min on 2 cores), then adaptive GRPO from it (about 9 min).
 # Both resume from the newest checkpoint in their output dir when re-run after an interruption.
 runs/sft-cpu/summary.json: | models
 	$(PY) -m training.sft --config training/recipes/sft_cpu.yaml
