@@ -66,7 +66,7 @@ postgres:
 	  else echo "PostgreSQL is not installed: its tests will be skipped (apt-get install postgresql)"; fi; \
 	fi
 
-$(LLAMA_SERVER):
+$(LLAMA_SERVER): scripts/build-llama-server.sh
 	PY=$(PY) scripts/build-llama-server.sh $(dir $(LLAMA_SERVER))
 llama-server: install $(LLAMA_SERVER)
 

@@ -8,7 +8,13 @@ set -euo pipefail
 VERSION=0.3.36
 OUT=${1:?usage: $0 OUT_DIR}
 BIN="$OUT/llama-server"
-if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then exit 0; fi
+# What the binary was built from and with; a binary without this stamp (or another one) is rebuilt.
+# AMX is switched off: GGML_NATIVE turns on ggml's AMX kernels on CPUs that report AMX, and where the
+# kernel or sandbox does not grant AMX state to the process they die with SIGILL at the first matmul
+# (seen here on a Sapphire Rapids machine: llama-server exited -11 after "threadpool init").
+BUILD="llama-cpp-python==$VERSION native no-amx"
+STAMP="$BIN.build"
+if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$BUILD" ] && "$BIN" --version >/dev/null 2>&1; then exit 0; fi
 PY=${PY:-python3}
 for tool in cmake c++; do
   if ! command -v "$tool" >/dev/null; then
@@ -20,6 +26,7 @@ for tool in cmake c++; do
     fi
   fi
 done
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -29,8 +36,9 @@ tar xzf "$WORK"/llama_cpp_python-$VERSION.tar.gz -C "$WORK"
 SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
 cmake -S "$SRC" -B "$WORK/build" $GEN -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF \
-  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=OFF >/dev/null
+  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=OFF \
+  -DCMAKE_C_FLAGS="$NO_AMX" -DCMAKE_CXX_FLAGS="$NO_AMX" >/dev/null
 cmake --build "$WORK/build" --target llama-server -j "$(nproc)" >/dev/null
 mkdir -p "$OUT"
-cp "$WORK/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+cp "$WORK/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN" && echo "$BUILD" > "$STAMP"
 "$BIN" --version 2>&1 | head -2
