@@ -98,7 +98,7 @@ runs/grpo-arith-cpu/summary.json: runs/sft-cpu/summary.json
 train-rl: runs/grpo-arith-cpu/summary.json
 
 # Reproduce docs/results/eval from a fresh clone: warm-up + RL + evaluation of base, warm-up and RL
-# (held-out chain sums, 150 per bucket, calibration on the dev split), about 75 min on 2 cores (measured: 25 + 10 + 38).
+# (held-out chain sums, 150 per bucket, calibration on the dev split), about 90 min on 2 cores (measured: 41 + 8 + 39).
 results: train-rl
 	$(PY) -m agent.eval --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks arith ntr-arith \
 	  --n 150 --think-tokens 128 --batch-size 50 --calibrate --agent-check 20 --out docs/results/eval
