@@ -189,13 +189,8 @@ def _trainer_class(row_mean: bool, mode_token_weight: float = 0.0, pair_modes: b
         class PairedSFTTrainer(base):
             """The trainer above, its training rows batched in pairs by `PairedLengthSampler`."""
 
-            expected_rows: int = 0
-
             def _get_train_sampler(self, train_dataset=None):
                 data = self.train_dataset if train_dataset is None else train_dataset
-                if len(data) != self.expected_rows:  # TRL dropped a row: pairs would no longer be (2i, 2i+1)
-                    raise ValueError(f"pair_modes needs every dual-mode row; {self.expected_rows} built, "
-                                     f"{len(data)} left after TRL's preprocessing")
                 return PairedLengthSampler([len(x) for x in data["input_ids"]],
                                            self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
@@ -250,9 +245,11 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     if script.pair_modes and getattr(cfg, "packing", False):
         raise ValueError("pair_modes batches whole rows; it cannot be combined with packing=True")
     trainer_cls = _trainer_class(script.row_mean_loss, script.mode_token_weight, script.pair_modes)
-    trainer_cls.expected_rows = len(rows)
     trainer = trainer_cls(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
                           peft_config=get_peft_config(model_args), callbacks=[MetricsCallback(out / "metrics.jsonl")])
+    if script.pair_modes and len(trainer.train_dataset) != len(rows):  # pairs would no longer be (2i, 2i + 1)
+        raise ValueError(f"pair_modes needs every dual-mode row; {len(rows)} built, "
+                         f"{len(trainer.train_dataset)} left after TRL's preprocessing")
     trainer.train(resume_from_checkpoint=resume_point(cfg))
     save_trained(trainer, tokenizer, out, model_path, script.merge_lora)
     if trainer.accelerator.is_main_process:
