@@ -9,7 +9,8 @@ own choice in its free draft), gated (the agent's gate: the model's choice or dr
 intervals, paired tests (exact McNemar), and the AUROC of p(<think>) and of the draft
 entropy against "thinking helped this item". On NTR sets (``ntr``, ``ntr-arith``: the
 position after ``=`` in a sum) it also reports the mean information gain of the forced
-thought (`tasks.ntr.information_gain`, RLP).
+thought (`tasks.ntr.information_gain`, RLP), and on docs NTR rows (scored by a proxy model's
+top-16 entropy) the think-rate on high- vs low-entropy positions (`think_rate_by_entropy`).
 
 τ comes from the model's ``thinkgate.json``; with ``--calibrate`` it is picked on the dev
 split (seed 2; test is seed 3; training uses seed 1 with dev/test expressions removed) and
@@ -18,7 +19,8 @@ evenly spaced test items of each set and reports how often its decision and scor
 derived ones.
 
 Outputs in ``--out``: ``results.json``, ``table.md`` (every mode with its tokens split),
-``summary.md`` (one row per model and bucket), ``pareto.png``.
+``summary.md`` (one row per model and bucket), ``ntr.md`` (NTR sets: information gain, think-rate by
+position entropy), ``pareto.png``.
 """
 from __future__ import annotations
 
@@ -126,6 +128,32 @@ def information_gains(lm, tok, items, records) -> dict:
             "positive_rate": sum(g > 0 for g in gains) / n}
 
 
+def think_rate_by_entropy(records, tau: float) -> dict | None:
+    """Does the policy think more where the next token is harder? For NTR records whose item carries
+    the proxy model's position entropy (``meta["entropy"]``, nats; bucket ``hard`` = at or above the
+    file's threshold): for the ``learned`` and ``gated`` (at `tau`) modes, the think-rate on hard
+    minus easy positions (`agent.stats.two_proportions`), and the Spearman correlation of p(<think>)
+    and of the draft entropy with the position entropy. None when no record has an entropy."""
+    from scipy.stats import spearmanr
+
+    from agent.stats import two_proportions
+
+    recs = [r for r in records if (r.meta or {}).get("entropy") is not None]
+    hard = [r for r in recs if r.bucket == "hard"]
+    easy = [r for r in recs if r.bucket != "hard"]
+    if not hard or not easy:
+        return None
+    out: dict = {"n_hard": len(hard), "n_easy": len(easy)}
+    for mode in ("learned", "gated"):
+        k = [sum(d["thought"] for d in decide(g, mode, tau)) for g in (hard, easy)]
+        out[mode] = two_proportions(k[0], len(hard), k[1], len(easy))
+    ent = [r.meta["entropy"] for r in recs]
+    for name, sig in (("p_think", [r.p_think for r in recs]), ("draft_entropy", [r.draft_entropy for r in recs])):
+        rho = spearmanr(sig, ent)
+        out[f"spearman_{name}"] = {"rho": float(rho.statistic), "p": float(rho.pvalue)}
+    return out
+
+
 async def agent_check(model_path: str, items, records, tau: float, retriever, k: int,
                       backend: str = "transformers") -> dict:
     """Run the real agent (gated, τ) on `k` evenly spaced items (both buckets); agreement with the
@@ -214,6 +242,7 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
                         args.tau_vote if args.tau_vote is not None else cfg.tau_exit, tau)
         if name.startswith("ntr"):
             res["sets"][name]["information_gain"] = information_gains(lm, tok, items, recs)
+            res["sets"][name]["think_rate_by_entropy"] = think_rate_by_entropy(recs, tau)
         res["sets"][name]["seconds"] = time.time() - t0
         res["records"][name] = [asdict(r) for r in recs]
         if args.agent_check and not name.startswith("ntr"):  # NTR prompts are not the agent's
@@ -267,6 +296,9 @@ def write_outputs(out: Path, results: dict) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "table.md").write_text(table(results))
     (out / "summary.md").write_text(compact_table(results))
+    ntr = ntr_table(results)
+    if ntr:
+        (out / "ntr.md").write_text(ntr)
     plot(out / "pareto.png", results)
 
 
@@ -300,6 +332,32 @@ def compact_table(results: dict) -> str:
                          f"{m['think_rate']:.2f}" for m in (rep["modes"][k] for k in modes)]
                 lines.append(f"| {Path(model).name} | {set_name} / {bucket} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def ntr_table(results: dict) -> str:
+    """Markdown for NTR sets ("" without any): mean information gain (nats, 95 % t-interval) and
+    the think-rate on hard (high-entropy) vs easy positions, learned and gated, with the difference's
+    95 % Newcombe interval and Fisher p."""
+    lines = []
+    for model, res in results["models"].items():
+        for set_name, rep in res["sets"].items():
+            ig, tr = rep.get("information_gain"), rep.get("think_rate_by_entropy")
+            if ig is None:
+                continue
+            cells = [f"{ig['mean']:+.2f} [{ig['ci_low']:+.2f}, {ig['ci_high']:+.2f}] (n {ig['n']})"]
+            for mode in ("learned", "gated"):
+                t = (tr or {}).get(mode)
+                cells.append("—" if t is None else
+                             f"{t['rate_a']:.2f} vs {t['rate_b']:.2f}: {t['diff']:+.2f} "
+                             f"[{t['ci_low']:+.2f}, {t['ci_high']:+.2f}], p {t['fisher_p']:.2g}")
+            rho = (tr or {}).get("spearman_p_think")
+            cells.append("—" if rho is None else f"{rho['rho']:+.2f} (p {rho['p']:.2g})")
+            lines.append(f"| {Path(model).name} | {set_name} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = ["| model | set | information gain, nats | think-rate hard vs easy, learned | "
+            "think-rate hard vs easy, gated | Spearman p(<think>) vs position entropy |", "|" + "---|" * 6]
+    return "\n".join(head + lines) + "\n"
 
 
 def plot(path: Path, results: dict) -> None:

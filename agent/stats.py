@@ -13,6 +13,8 @@ Contract:
 - `summarize` gives accuracy with a 95 % Wilson interval, mean tokens, think-rate; `paired`
   compares two modes on the same items (difference with a 95 % interval, exact McNemar p);
   `auroc` scores a think signal against "thinking helped this item".
+- `two_proportions` compares two rates on different items (difference with Newcombe's interval,
+  Fisher's exact p): the think-rate on high- vs low-entropy NTR positions.
 - `calibrate` picks τ on dev records maximising accuracy − cost × tokens / 100.
 """
 from __future__ import annotations
@@ -120,6 +122,30 @@ def paired(a: list[dict], b: list[dict]) -> dict:
     p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
     return {"n": n, "diff": mean, "ci_low": mean - half, "ci_high": mean + half,
             "a_only": a_only, "b_only": b_only, "mcnemar_p": p}
+
+
+def two_proportions(k1: int, n1: int, k2: int, n2: int) -> dict:
+    """Rate k1/n1 minus rate k2/n2 on independent samples: the difference, its 95 % interval
+    (Newcombe 1998, method 10: hybrid of the two Wilson intervals) and the two-sided Fisher exact p.
+
+    >>> r = two_proportions(40, 50, 10, 50)
+    >>> round(r["diff"], 2), r["ci_low"] > 0.4, r["fisher_p"] < 1e-8
+    (0.6, True, True)
+
+    Raises:
+        ValueError: n1 or n2 < 1, or a count outside 0..n.
+    """
+    if n1 < 1 or n2 < 1 or not (0 <= k1 <= n1 and 0 <= k2 <= n2):
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got {k1}/{n1} and {k2}/{n2}")
+    from scipy.stats import fisher_exact
+
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    p = float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
+    return {"rate_a": p1, "n_a": n1, "rate_b": p2, "n_b": n2, "diff": d, "ci_low": lo, "ci_high": hi, "fisher_p": p}
 
 
 def auroc(signal: Sequence[float], label: Sequence[bool]) -> float | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.config import ScriptArguments
-from training.ntr import build_ntr_rows, load_corpus, read_jsonl, score_positions, write_jsonl
+from training.ntr import build_dataset, read_jsonl, write_jsonl
 
 def ntr_rows(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, index_dir: Path) -> list[dict]:
     """NTR rows: from --dataset_file, else built with the proxy model (written to out_dir)."""
@@ -25,21 +25,11 @@ def ntr_rows(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, i
         if not rows or missing:
             raise ValueError(f"{args.dataset_file}: NTR rows need prompt, continuation, boundaries (missing {missing})")
         return rows
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    texts = load_corpus(args.corpus, index_dir)
-    proxy = AutoModelForCausalLM.from_pretrained(args.proxy_model or model_path, dtype=torch.float32).eval()
-    # a few documents more than positions needed is plenty: every position of a document is scored
-    n_docs = max(8, (args.num_examples + args.eval_examples) // 4)
-    import random
-
-    random.Random(args.seed_data).shuffle(texts)
-    all_ids, scored = score_positions(proxy, tokenizer, texts[:n_docs], window=args.window)
-    rows = build_ntr_rows(tokenizer, all_ids, scored, n=args.num_examples + args.eval_examples,
-                          entropy_threshold=args.entropy_threshold, easy_share=args.easy_share,
-                          context_tokens=args.context_tokens, continuation_tokens=args.continuation_tokens,
-                          seed=args.seed_data)
+    rows = build_dataset(model_path, tokenizer, n=args.num_examples + args.eval_examples, corpus=args.corpus,
+                         index_dir=index_dir, proxy_model=args.proxy_model, window=args.window,
+                         entropy_threshold=args.entropy_threshold, easy_share=args.easy_share,
+                         context_tokens=args.context_tokens, continuation_tokens=args.continuation_tokens,
+                         seed=args.seed_data)
     write_jsonl(rows, out_dir / "ntr_dataset.jsonl")
     return rows
 

@@ -11,6 +11,9 @@ Contract:
   `tasks.ntr.ntr_prompt` (the prompt evaluation uses too) with its continuation and the
   continuation's token boundaries in UTF-8 bytes (what the prefix-match reward needs).
 - Rows are written as JSONL with their entropies so a run is reproducible from the file.
+- `build_dataset(...)` chains the three (documents shuffled with the seed, the first few scored) and
+  is what both ``python -m training.grpo --task ntr`` and ``python -m training.ntr`` (this module as a
+  script: an NTR file for training or for ``agent.eval --tasks ntr --ntr-file``) call.
 """
 from __future__ import annotations
 
@@ -132,6 +135,29 @@ def build_ntr_rows(tokenizer, all_ids: list[list[int]], scored: list[ScoredPosit
     return rows
 
 
+def build_dataset(model_path: str | Path, tokenizer, *, n: int, corpus: Iterable[str | Path] = (),
+                  index_dir: str | Path | None = None, proxy_model: str | Path | None = None,
+                  window: int = 256, entropy_threshold: float = 2.0, easy_share: float = 0.3,
+                  context_tokens: int = 128, continuation_tokens: int = 8, seed: int = 0) -> list[dict]:
+    """`n` NTR rows from the corpus (`load_corpus`), positions scored by `proxy_model` (default the
+    policy at `model_path`); documents are shuffled with `seed` and only the first
+    max(8, n // 4) are scored (every position of a document is a candidate).
+
+    Raises:
+        FileNotFoundError / ValueError: as `load_corpus` and `build_ntr_rows`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    texts = load_corpus(corpus, index_dir)
+    proxy = AutoModelForCausalLM.from_pretrained(str(proxy_model or model_path), dtype=torch.float32).eval()
+    random.Random(seed).shuffle(texts)
+    all_ids, scored = score_positions(proxy, tokenizer, texts[:max(8, n // 4)], window=window)
+    return build_ntr_rows(tokenizer, all_ids, scored, n=n, entropy_threshold=entropy_threshold,
+                          easy_share=easy_share, context_tokens=context_tokens,
+                          continuation_tokens=continuation_tokens, seed=seed)
+
+
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     """Write rows as JSON lines (parent dirs created); returns the path."""
     path = Path(path)
@@ -157,3 +183,48 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{i}: not JSON: {exc.msg}") from None
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.ntr``: write an NTR file; bad arguments exit 2 with a one-line message."""
+    import argparse
+    import os
+    import sys
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(prog="python -m training.ntr", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="JSONL file to write")
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="policy whose tokenizer renders the rows")
+    ap.add_argument("--proxy-model", default=None, help="model scoring positions (default: --model)")
+    ap.add_argument("--corpus", nargs="*", default=[], help="files/folders (default: the chunks of --index)")
+    ap.add_argument("--index", default=None, help="index dir whose chunks are the corpus (default: <cache>/index)")
+    ap.add_argument("--n", type=int, default=300, help="rows")
+    ap.add_argument("--easy-share", type=float, default=0.5, help="share of low-entropy positions")
+    ap.add_argument("--entropy-threshold", type=float, default=2.0, help="top-16 entropy (nats) of a hard position")
+    ap.add_argument("--window", type=int, default=256, help="tokens of each document scored")
+    ap.add_argument("--context-tokens", type=int, default=96, help="tokens of context before the position")
+    ap.add_argument("--continuation-tokens", type=int, default=8, help="tokens of true continuation kept")
+    ap.add_argument("--seed", type=int, default=3, help="document shuffle and position sampling seed")
+    a = ap.parse_args(argv)
+    from transformers import AutoTokenizer
+
+    from policy.models import ModelNotFoundError, cache_dir, resolve_policy
+
+    try:
+        path = str(resolve_policy(a.model))
+        tok = AutoTokenizer.from_pretrained(path)
+        rows = build_dataset(path, tok, n=a.n, corpus=a.corpus,
+                             index_dir=None if a.corpus else (a.index or cache_dir() / "index"),
+                             proxy_model=a.proxy_model, window=a.window, entropy_threshold=a.entropy_threshold,
+                             easy_share=a.easy_share, context_tokens=a.context_tokens,
+                             continuation_tokens=a.continuation_tokens, seed=a.seed)
+    except (FileNotFoundError, ValueError, ModelNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    out = write_jsonl(rows, a.out)
+    hard = sum(r["hard"] for r in rows)
+    print(f"wrote {len(rows)} rows ({hard} hard, {len(rows) - hard} easy) to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from agent.forced import ForcedRecord, run_forced
-from agent.stats import auroc, calibrate, decide, paired, summarize, tau_grid, wilson
+from agent.stats import auroc, calibrate, decide, paired, summarize, tau_grid, two_proportions, wilson
 
 
 def rec(i, bucket, direct, think, ent, learned=False, p=0.1):
@@ -107,3 +107,29 @@ def test_thresholds_record_their_backend_and_a_mismatch_warns(tmp_path, caplog):
         msg = calibration_mismatch(tmp_path, "onnx", "int8")
     assert "backend=transformers weights=fp32" in msg and "backend=onnx weights=int8" in msg
     assert any("re-run" in r.message for r in caplog.records)
+
+
+def test_two_proportions_interval_and_errors():
+    r = two_proportions(30, 150, 30, 150)
+    assert r["diff"] == 0 and r["ci_low"] < 0 < r["ci_high"] and r["fisher_p"] == pytest.approx(1.0)
+    r = two_proportions(150, 150, 0, 150)  # the Newcombe interval stays inside [-1, 1]
+    assert r["diff"] == 1 and 0.9 < r["ci_low"] < 1 and r["ci_high"] <= 1
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        two_proportions(5, 4, 1, 4)
+
+
+def test_think_rate_by_entropy_compares_hard_and_easy_ntr_positions():
+    from agent.eval import think_rate_by_entropy
+
+    def ntr(i, ent, learned, draft_ent):
+        r = rec(i, "hard" if ent >= 2.0 else "easy", 0, 0, draft_ent, learned=learned, p=0.9 if learned else 0.1)
+        r.meta = {"entropy": ent}
+        return r
+
+    recs = [ntr(i, 3.0 + i / 10, i % 4 != 0, 0.5) for i in range(20)] + [ntr(20 + i, 0.5, i % 4 == 0, 2.5) for i in range(20)]
+    out = think_rate_by_entropy(recs, tau=2.0)
+    assert out["n_hard"] == 20 and out["n_easy"] == 20
+    assert out["learned"]["rate_a"] == 0.75 and out["learned"]["rate_b"] == 0.25 and out["learned"]["fisher_p"] < 0.01
+    assert out["gated"]["rate_b"] == 1.0  # every easy draft is above τ: the gate thinks there
+    assert out["spearman_p_think"]["rho"] > 0.4 and out["spearman_draft_entropy"]["rho"] < 0
+    assert think_rate_by_entropy([rec(0, "hard", 0, 0, 1.0)], tau=2.0) is None  # no position entropies

@@ -20,6 +20,25 @@ def tiny_ckpt(tmp_path):
     return d
 
 
+def test_ntr_cli_writes_an_eval_file_and_rejects_a_missing_corpus(tmp_path, tiny_ckpt, capsys):
+    from training.ntr import main, read_jsonl
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"d{i}.txt").write_text(f"document {i}: the answer is 42. python lists and search. " * 8)
+    out = tmp_path / "ntr.jsonl"
+    main(["--model", str(tiny_ckpt), "--corpus", str(corpus), "--out", str(out), "--n", "12", "--window", "48",
+          "--context-tokens", "16", "--entropy-threshold", "0.5", "--easy-share", "0.5"])
+    rows = read_jsonl(out)
+    assert len(rows) == 12 and all(r["boundaries"] and (r["entropy"] >= 0.5) == r["hard"] for r in rows)
+    assert "wrote 12 rows" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(tiny_ckpt), "--corpus", str(tmp_path / "missing"), "--out", str(tmp_path / "x.jsonl")])
+    assert exc.value.code == 2 and "no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_two_step_grpo_changes_parameters_and_saves_loadable_checkpoint(tmp_path, tiny_ckpt):
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, ModelConfig
