@@ -17,7 +17,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models docs demo-index serve postgres llama-server test test-fast test-integration bench train-ntr train-sft train-rl results clean
+.PHONY: install models docs demo-index serve postgres llama-server test test-fast test-integration bench train-ntr train-sft train-rl results results-ntr-docs clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	@echo "==> [1/3] virtual environment $(VENV) and packages"
@@ -102,6 +102,15 @@ train-rl: runs/grpo-arith-cpu/summary.json
 results: train-rl
 	$(PY) -m agent.eval --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks arith ntr-arith \
 	  --n 150 --think-tokens 128 --batch-size 50 --calibrate --agent-check 20 --out docs/results/eval
+
+# NTR on documentation positions (docs/results/eval-ntr-docs, about 20 min after `results`): 300 positions
+# of the Python docs (seed 3; 150 where the base model's top-16 entropy is >= 2 nats, 150 below), then
+# base, warm-up and RL on them: think-rate on high- vs low-entropy positions, information gain.
+results-ntr-docs: train-rl docs
+	$(PY) -m training.ntr $$(d=$$(ls -d /usr/share/doc/python3*/html/_sources 2>/dev/null | head -1); \
+	  [ -n "$$d" ] && echo "--corpus $$d") --out $(CACHE)/ntr-docs-test.jsonl --n 300 --easy-share 0.5 --seed 3
+	$(PY) -m agent.eval --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks ntr \
+	  --ntr-file $(CACHE)/ntr-docs-test.jsonl --n 300 --think-tokens 128 --batch-size 50 --out docs/results/eval-ntr-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache
