@@ -132,6 +132,34 @@ def information_gain(model, tokenizer, prompt_ids: list[int], thought: str, targ
     return _logp(model, with_thought, y) - _logp(model, without, y)
 
 
+class GainScorer:
+    """`information_gain` with one fixed scoring model, for use as a reward (`training.rewards`):
+    RLP scores thoughts with a slowly moving copy of the policy; here the copy is frozen at the
+    start of training. The no-thought term depends only on (prompt, target) and is cached.
+
+    Call: ``scorer(prompt_text, thought, target) → IG in nats``; `prompt_text` is the rendered
+    chat prompt (generation prompt included), as TRL passes it to reward functions.
+    """
+
+    def __init__(self, model, tokenizer, cache_size: int = 4096):
+        self.model, self.tokenizer, self.cache_size = model.eval(), tokenizer, cache_size
+        self._baseline: dict[tuple[str, str], float] = {}
+
+    def __call__(self, prompt_text: str, thought: str, target: str) -> float:
+        """IG (nats) of `thought` for `target` after `prompt_text`. Raises ValueError: empty target."""
+        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+        y = enc(target)
+        if not y:
+            raise ValueError("target is empty")
+        prompt = enc(prompt_text)
+        key = (prompt_text, target)
+        if key not in self._baseline:
+            if len(self._baseline) >= self.cache_size:
+                self._baseline.clear()
+            self._baseline[key] = _logp(self.model, prompt + enc(ANSWER_OPEN), y)
+        return _logp(self.model, prompt + enc(think_completion(thought.strip(), ANSWER_OPEN)), y) - self._baseline[key]
+
+
 class NextToken(TaskFamily):
     """NTR: its own prompt, boxed answers, prefix-match scoring."""
 

@@ -25,6 +25,8 @@ class ScriptArguments:
         "help": "ntr: a JSONL written by an earlier run (ntr_dataset.jsonl)"})
     num_examples: int = field(default=256, metadata={"help": "training examples to build (arith: per bucket)"})
     eval_examples: int = field(default=32, metadata={"help": "held-out examples (scored before and after training)"})
+    ntr_exclude: str | None = field(default=None, metadata={
+        "help": "ntr: an NTR file (the evaluation's) whose documents are left out of the training rows"})
     window: int = field(default=256, metadata={"help": "ntr: tokens of each document scored by the proxy model"})
     context_tokens: int = field(default=96, metadata={"help": "ntr: tokens of context x_<t in a prompt"})
     continuation_tokens: int = field(default=8, metadata={"help": "ntr: tokens of true continuation kept for the reward"})
@@ -38,7 +40,9 @@ class ScriptArguments:
     no_think_delta: float = field(default=0.5, metadata={"help": "no_think_bonus: δ for a correct answer without thinking"})
     overlong_buffer: int = field(default=32, metadata={"help": "soft_overlong: L_cache, tokens before max_completion_length where the penalty ramps"})
     forced_modes: bool = field(default=True, metadata={
-        "help": "arith: each group is half forced to think, half forced to answer at once (training.rollout)"})
+        "help": "each group is half forced to think, half forced to answer at once (training.rollout)"})
+    ig_clip: float = field(default=2.0, metadata={
+        "help": "information_gain: the reward is the thought's information gain (nats) clipped to ±ig_clip"})
     think_share: float = field(default=0.5, metadata={"help": "share of each group forced to think"})
     mask_forced: bool = field(default=False, metadata={
         "help": "drop the forced first token from the loss (then the mode decision itself is not trained)"})
@@ -57,6 +61,8 @@ class ScriptArguments:
         for name in ("num_examples", "window", "context_tokens", "continuation_tokens", "think_budget", "overlong_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ig_clip <= 0:
+            raise ValueError(f"ig_clip must be > 0 nats, got {self.ig_clip}")
         if self.eval_examples < 0:
             raise ValueError(f"eval_examples must be >= 0, got {self.eval_examples}")
         if not 0.0 <= self.easy_share <= 1.0:

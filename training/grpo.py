@@ -41,9 +41,15 @@ def run(script, cfg, model_args) -> Path:
     index_dir = Path(script.index_dir) if script.index_dir else cache_dir() / "index"
     train, held = build_datasets(script, model_path, tokenizer, out, index_dir)
 
+    scorer = None
+    if "information_gain" in script.reward_funcs:  # RLP: thoughts scored by a frozen copy of the start
+        from tasks.ntr import GainScorer
+
+        scorer = GainScorer(load_model(model_path, cfg), tokenizer)
     funcs = get_reward_funcs(script.reward_funcs, think_budget=script.think_budget,
                              no_think_delta=script.no_think_delta, overlong_buffer=script.overlong_buffer,
-                             max_completion_length=cfg.max_completion_length)
+                             max_completion_length=cfg.max_completion_length, ig_scorer=scorer,
+                             ig_clip=script.ig_clip)
     weights = list(cfg.reward_weights) if cfg.reward_weights else [1.0] * len(funcs)
     if len(weights) != len(funcs):
         raise ValueError(f"reward_weights has {len(weights)} values for {len(funcs)} rewards {script.reward_funcs}")
@@ -53,7 +59,7 @@ def run(script, cfg, model_args) -> Path:
     held_rows = held.to_list() if held is not None else []
     before = evaluate_held_out(model, tokenizer, held_rows, funcs, weights, cfg.max_completion_length)
     rollout = None
-    if script.task == "arith" and script.forced_modes:
+    if script.forced_modes:
         from training.rollout import forced_mode_rollout
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -138,10 +138,13 @@ def build_ntr_rows(tokenizer, all_ids: list[list[int]], scored: list[ScoredPosit
 def build_dataset(model_path: str | Path, tokenizer, *, n: int, corpus: Iterable[str | Path] = (),
                   index_dir: str | Path | None = None, proxy_model: str | Path | None = None,
                   window: int = 256, entropy_threshold: float = 2.0, easy_share: float = 0.3,
-                  context_tokens: int = 128, continuation_tokens: int = 8, seed: int = 0) -> list[dict]:
+                  context_tokens: int = 128, continuation_tokens: int = 8, seed: int = 0,
+                  exclude_contexts: Iterable[str] = ()) -> list[dict]:
     """`n` NTR rows from the corpus (`load_corpus`), positions scored by `proxy_model` (default the
     policy at `model_path`); documents are shuffled with `seed` and only the first
-    max(8, n // 4) are scored (every position of a document is a candidate).
+    max(8, n // 4) are scored (every position of a document is a candidate). A document whose text
+    holds any of `exclude_contexts` (the contexts of an evaluation file) is left out, so training
+    rows never come from a document that evaluation rows came from.
 
     Raises:
         FileNotFoundError / ValueError: as `load_corpus` and `build_ntr_rows`.
@@ -150,7 +153,13 @@ def build_dataset(model_path: str | Path, tokenizer, *, n: int, corpus: Iterable
     from transformers import AutoModelForCausalLM
 
     texts = load_corpus(corpus, index_dir)
-    proxy = AutoModelForCausalLM.from_pretrained(str(proxy_model or model_path), dtype=torch.float32).eval()
+    held = [c.strip() for c in exclude_contexts if c.strip()]
+    if held:
+        texts = [t for t in texts if not any(c in t for c in held)]
+    from policy.models import resolve_policy
+
+    proxy_path = resolve_policy(str(proxy_model)) if proxy_model else str(model_path)
+    proxy = AutoModelForCausalLM.from_pretrained(proxy_path, dtype=torch.float32).eval()
     random.Random(seed).shuffle(texts)
     all_ids, scored = score_positions(proxy, tokenizer, texts[:max(8, n // 4)], window=window)
     return build_ntr_rows(tokenizer, all_ids, scored, n=n, entropy_threshold=entropy_threshold,
@@ -205,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--context-tokens", type=int, default=96, help="tokens of context before the position")
     ap.add_argument("--continuation-tokens", type=int, default=8, help="tokens of true continuation kept")
     ap.add_argument("--seed", type=int, default=3, help="document shuffle and position sampling seed")
+    ap.add_argument("--exclude", default=None, help="an NTR file whose documents are left out (training rows "
+                    "held apart from an evaluation file)")
     a = ap.parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -213,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         path = str(resolve_policy(a.model))
         tok = AutoTokenizer.from_pretrained(path)
-        rows = build_dataset(path, tok, n=a.n, corpus=a.corpus,
+        held = [r["context"] for r in read_jsonl(a.exclude)] if a.exclude else []
+        rows = build_dataset(path, tok, n=a.n, corpus=a.corpus, exclude_contexts=held,
                              index_dir=None if a.corpus else (a.index or cache_dir() / "index"),
                              proxy_model=a.proxy_model, window=a.window, entropy_threshold=a.entropy_threshold,
                              easy_share=a.easy_share, context_tokens=a.context_tokens,

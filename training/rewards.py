@@ -81,6 +81,34 @@ def prefix_match(completions, continuation=None, boundaries=None, **_) -> list[f
     return out
 
 
+@register("information_gain")
+def information_gain(completions, prompts=None, continuation=None, ig_scorer=None, ig_clip: float = 2.0,
+                     **_) -> list[float | None]:
+    """RLP's reward (arXiv 2510.01265, Eq. 2–3) on NTR rows: for a completion that thinks, the
+    information gain of its thought, log p(continuation | prompt, thought) − log p(continuation |
+    prompt) in nats, teacher-forced by `ig_scorer` (`tasks.ntr.GainScorer`: the same quantity
+    ``agent.eval`` reports), clipped to ±`ig_clip`; 0 for a completion that answers at once (no
+    thought, no gain). So thinking pays exactly where it raises the true text's probability.
+    None on rows without a continuation (arithmetic items) or without a scorer.
+
+    >>> fake = lambda prompt, thought, target: 3.0 if "Tokyo" in thought else -0.4
+    >>> information_gain(["<think>Japan: Tokyo</think>\\boxed{ Tokyo}", "<think>hm</think>\\boxed{ x}",
+    ...                   "\\boxed{ Tokyo}"], prompts=["p"] * 3, continuation=[" Tokyo"] * 3, ig_scorer=fake)
+    [2.0, -0.4, 0.0]
+    """
+    if continuation is None or ig_scorer is None or prompts is None:
+        return [None] * len(completions)
+    out: list[float | None] = []
+    for c, p, cont in zip(completions, prompts, continuation):
+        text = completion_text(c)
+        if not thinks(text):
+            out.append(0.0)
+            continue
+        gain = ig_scorer(completion_text(p), split_think(text)[0] or "", cont)
+        out.append(max(-ig_clip, min(ig_clip, gain)))
+    return out
+
+
 @register("correct")
 def correct(completions, item=None, **_) -> list[float | None]:
     """Binary correctness by the item's own task scorer (`tasks.family(item).score`), 1 or 0.

@@ -39,6 +39,23 @@ def test_ntr_cli_writes_an_eval_file_and_rejects_a_missing_corpus(tmp_path, tiny
     assert not (tmp_path / "x.jsonl").exists()
 
 
+def test_gain_scorer_matches_information_gain_and_caches_the_baseline(tiny_ckpt):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.ntr import GainScorer, information_gain
+
+    tok = AutoTokenizer.from_pretrained(tiny_ckpt)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_ckpt)
+    scorer = GainScorer(lm, tok)
+    prompt = "The cat sat on the"
+    ids = tok.encode(prompt, add_special_tokens=False)
+    for thought in ("a rug or a mat", "no idea"):
+        assert scorer(prompt, thought, " mat") == pytest.approx(information_gain(lm, tok, ids, thought, " mat"), abs=1e-4)
+    assert len(scorer._baseline) == 1
+    with pytest.raises(ValueError, match="target is empty"):
+        scorer(prompt, "x", "")
+
+
 def test_two_step_grpo_changes_parameters_and_saves_loadable_checkpoint(tmp_path, tiny_ckpt):
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, ModelConfig
@@ -57,7 +74,7 @@ def test_two_step_grpo_changes_parameters_and_saves_loadable_checkpoint(tmp_path
     script = ScriptArguments(task="ntr", corpus=[str(corpus)], num_examples=8, eval_examples=2, window=48,
                              context_tokens=16, entropy_threshold=0.5,
                              reward_funcs=["prefix_match", "think_length", "no_think_bonus", "soft_overlong",
-                                           "format", "test_noise"])
+                                           "format", "information_gain", "test_noise"])
     cfg = GRPOConfig(output_dir=str(out), use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=4,
                      num_generations=2, max_completion_length=8, learning_rate=1e-2, beta=0.0, logging_steps=1,
                      save_strategy="no", report_to="none", seed=0)
@@ -75,6 +92,7 @@ def test_two_step_grpo_changes_parameters_and_saves_loadable_checkpoint(tmp_path
     assert len(train_recs) == 2
     assert "rewards/prefix_match/mean" in train_recs[0] and "frac_reward_zero_std" in train_recs[0]
     assert "thinkgate/think_rate" in train_recs[0]
+    assert "rewards/information_gain/mean" in train_recs[0]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["held_out_after"]["examples"] == 2
     rows = [json.loads(line) for line in (out / "ntr_dataset.jsonl").read_text().splitlines()]
