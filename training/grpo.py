@@ -1,7 +1,9 @@
 """``python -m training.grpo``: adaptive GRPO — on chain sums from the warm-up checkpoint
 (correctness + AdaptThink's no-think bonus, rollouts forced half to think and half not, the mode
 decision optionally weighted apart as in Thinkless' decoupled GRPO: `training.decoupled`), or on
-next-token reasoning (RPT prefix-match) with an overthinking penalty.
+next-token reasoning (RPT prefix-match, RLP's information gain of a thought — scored by a frozen copy
+of the starting model, `tasks.ntr.GainScorer` — and optional length penalties), with the same
+forced-mode groups.
 
 A thin script over TRL: our `ScriptArguments` + TRL's `GRPOConfig` + `ModelConfig`, from flags
 or a YAML recipe (``--config training/recipes/cpu_smoke.yaml``). TRL's `GRPOTrainer` is the
