@@ -152,12 +152,12 @@ def build_dataset(model_path: str | Path, tokenizer, *, n: int, corpus: Iterable
     import torch
     from transformers import AutoModelForCausalLM
 
+    from policy.models import resolve_policy
+
     texts = load_corpus(corpus, index_dir)
     held = [c.strip() for c in exclude_contexts if c.strip()]
     if held:
         texts = [t for t in texts if not any(c in t for c in held)]
-    from policy.models import resolve_policy
-
     proxy_path = resolve_policy(str(proxy_model)) if proxy_model else str(model_path)
     proxy = AutoModelForCausalLM.from_pretrained(proxy_path, dtype=torch.float32).eval()
     random.Random(seed).shuffle(texts)
