@@ -158,6 +158,8 @@ def build_dataset(model_path: str | Path, tokenizer, *, n: int, corpus: Iterable
     held = [c.strip() for c in exclude_contexts if c.strip()]
     if held:
         texts = [t for t in texts if not any(c in t for c in held)]
+        if not texts:
+            raise ValueError("every document of the corpus holds an excluded context")
     proxy_path = resolve_policy(str(proxy_model)) if proxy_model else str(model_path)
     proxy = AutoModelForCausalLM.from_pretrained(proxy_path, dtype=torch.float32).eval()
     random.Random(seed).shuffle(texts)

@@ -33,6 +33,13 @@ def test_ntr_cli_writes_an_eval_file_and_rejects_a_missing_corpus(tmp_path, tiny
     rows = read_jsonl(out)
     assert len(rows) == 12 and all(r["boundaries"] and (r["entropy"] >= 0.5) == r["hard"] for r in rows)
     assert "wrote 12 rows" in capsys.readouterr().out
+    fresh = "a fresh page about dictionaries and sets, nothing else. " * 8
+    (corpus / "new.txt").write_text(fresh)
+    held_out = tmp_path / "train.jsonl"  # every document but the new one is excluded
+    main(["--model", str(tiny_ckpt), "--corpus", str(corpus), "--out", str(held_out), "--n", "4", "--window", "48",
+          "--context-tokens", "16", "--entropy-threshold", "0.5", "--exclude", str(out)])
+    rows = read_jsonl(held_out)
+    assert rows and all(r["context"].strip() in fresh for r in rows)
     with pytest.raises(SystemExit) as exc:
         main(["--model", str(tiny_ckpt), "--corpus", str(tmp_path / "missing"), "--out", str(tmp_path / "x.jsonl")])
     assert exc.value.code == 2 and "no such file or folder" in capsys.readouterr().err
