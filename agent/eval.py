@@ -55,7 +55,7 @@ class EvalArgs:
     batch_size: int = 32
     agent_check: int = 0
     samples: int = 0
-    temperature: float = 0.7
+    temperature: float = 0.4
     tau_vote: float | None = None
 
 
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--agent-check", type=int, default=0, help="run the real agent on K evenly spaced items of each set")
     ap.add_argument("--samples", type=int, default=0,
                     help="K > 1: add test-time scaling modes vote@K, adaptive, best-of-K (agent.scaling)")
-    ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the voting samples")
+    ap.add_argument("--temperature", type=float, default=0.4, help="sampling temperature of the voting samples (the agent's default)")
     ap.add_argument("--tau-vote", type=float, default=None,
                     help="adaptive voting starts when the greedy trace's mean entropy exceeds this (nats; "
                          "default: the model's tau_exit); pick it on the dev split")

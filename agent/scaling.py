@@ -225,8 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m agent.scaling", description="re-read a --samples evaluation at other tau_vote")
     ap.add_argument("results")
     ap.add_argument("--tau", default="0,0.05,0.1,0.11,0.12,0.15,0.2")
+    ap.add_argument("--set", default="arith", help="task set of the run (arith, arith-hard, arith-easy)")
     args = ap.parse_args(argv)
-    for r in sweep(json.loads(open(args.results).read()), [float(t) for t in args.tau.split(",")]):
+    for r in sweep(json.loads(open(args.results).read()), [float(t) for t in args.tau.split(",")], set_name=args.set):
         a, v = r["adaptive_vs_always"], r["adaptive_vs_vote@8"]
         print(f"tau {r['tau_vote']:.2f} {r['bucket']:4}: always {r['always']['accuracy']:.3f} ({r['always']['tokens']:.0f} tok) "
               f"gated {r['gated']['accuracy']:.3f} ({r['gated']['tokens']:.0f}) vote@8 {r['vote@8']['accuracy']:.3f} "
