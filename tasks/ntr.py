@@ -117,8 +117,9 @@ def _logp(model, ids: list[int], target: list[int]) -> float:
     return float(sum(logp[len(ids) - 1 + j, t] for j, t in enumerate(target)))
 
 
-def information_gain(model, tokenizer, prompt_ids: list[int], thought: str, target: str) -> float:
-    """IG in nats of `thought` for predicting `target` after `prompt_ids` (see the module docstring).
+def _answer_logp(model, tokenizer, prompt_ids: list[int], thought: str | None, target: str) -> float:
+    """log p(target | prompt, thought) in nats, the target placed after ``\\boxed{`` — after the
+    ``<think>…</think>`` block of `thought`, or right after the prompt when `thought` is None.
 
     Raises:
         ValueError: `target` is empty.
@@ -126,10 +127,18 @@ def information_gain(model, tokenizer, prompt_ids: list[int], thought: str, targ
     y = tokenizer.encode(target, add_special_tokens=False)
     if not y:
         raise ValueError("target is empty")
-    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-    with_thought = prompt_ids + enc(think_completion(thought.strip(), ANSWER_OPEN))
-    without = prompt_ids + enc(ANSWER_OPEN)
-    return _logp(model, with_thought, y) - _logp(model, without, y)
+    tail = ANSWER_OPEN if thought is None else think_completion(thought.strip(), ANSWER_OPEN)
+    return _logp(model, prompt_ids + tokenizer.encode(tail, add_special_tokens=False), y)
+
+
+def information_gain(model, tokenizer, prompt_ids: list[int], thought: str, target: str) -> float:
+    """IG in nats of `thought` for predicting `target` after `prompt_ids` (see the module docstring).
+
+    Raises:
+        ValueError: `target` is empty.
+    """
+    return (_answer_logp(model, tokenizer, prompt_ids, thought, target)
+            - _answer_logp(model, tokenizer, prompt_ids, None, target))
 
 
 class GainScorer:
@@ -147,17 +156,14 @@ class GainScorer:
 
     def __call__(self, prompt_text: str, thought: str, target: str) -> float:
         """IG (nats) of `thought` for `target` after `prompt_text`. Raises ValueError: empty target."""
-        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-        y = enc(target)
-        if not y:
-            raise ValueError("target is empty")
-        prompt = enc(prompt_text)
+        prompt = self.tokenizer.encode(prompt_text, add_special_tokens=False)
+        gain = _answer_logp(self.model, self.tokenizer, prompt, thought, target)
         key = (prompt_text, target)
         if key not in self._baseline:
             if len(self._baseline) >= self.cache_size:
                 self._baseline.clear()
-            self._baseline[key] = _logp(self.model, prompt + enc(ANSWER_OPEN), y)
-        return _logp(self.model, prompt + enc(think_completion(thought.strip(), ANSWER_OPEN)), y) - self._baseline[key]
+            self._baseline[key] = _answer_logp(self.model, self.tokenizer, prompt, None, target)
+        return gain - self._baseline[key]
 
 
 class NextToken(TaskFamily):

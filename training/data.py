@@ -25,10 +25,9 @@ def ntr_rows(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, i
         if not rows or missing:
             raise ValueError(f"{args.dataset_file}: NTR rows need prompt, continuation, boundaries (missing {missing})")
         return rows
-    held = [r["context"] for r in read_jsonl(args.ntr_exclude)] if args.ntr_exclude else []
     rows = build_dataset(model_path, tokenizer, n=args.num_examples + args.eval_examples, corpus=args.corpus,
-                         exclude_contexts=held,
-                         index_dir=index_dir, proxy_model=args.proxy_model, window=args.window,
+                         exclude=args.ntr_exclude, index_dir=index_dir, proxy_model=args.proxy_model,
+                         window=args.window,
                          entropy_threshold=args.entropy_threshold, easy_share=args.easy_share,
                          context_tokens=args.context_tokens, continuation_tokens=args.continuation_tokens,
                          seed=args.seed_data)

@@ -139,12 +139,12 @@ def build_dataset(model_path: str | Path, tokenizer, *, n: int, corpus: Iterable
                   index_dir: str | Path | None = None, proxy_model: str | Path | None = None,
                   window: int = 256, entropy_threshold: float = 2.0, easy_share: float = 0.3,
                   context_tokens: int = 128, continuation_tokens: int = 8, seed: int = 0,
-                  exclude_contexts: Iterable[str] = ()) -> list[dict]:
+                  exclude: str | Path | None = None) -> list[dict]:
     """`n` NTR rows from the corpus (`load_corpus`), positions scored by `proxy_model` (default the
     policy at `model_path`); documents are shuffled with `seed` and only the first
     max(8, n // 4) are scored (every position of a document is a candidate). A document whose text
-    holds any of `exclude_contexts` (the contexts of an evaluation file) is left out, so training
-    rows never come from a document that evaluation rows came from.
+    holds any context of the NTR file `exclude` (an evaluation file) is left out, so training rows
+    never come from a document that evaluation rows came from.
 
     Raises:
         FileNotFoundError / ValueError: as `load_corpus` and `build_ntr_rows`.
@@ -155,7 +155,7 @@ def build_dataset(model_path: str | Path, tokenizer, *, n: int, corpus: Iterable
     from policy.models import resolve_policy
 
     texts = load_corpus(corpus, index_dir)
-    held = [c.strip() for c in exclude_contexts if c.strip()]
+    held = [r["context"].strip() for r in read_jsonl(exclude) if r["context"].strip()] if exclude else []
     if held:
         texts = [t for t in texts if not any(c in t for c in held)]
         if not texts:
@@ -226,8 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         path = str(resolve_policy(a.model))
         tok = AutoTokenizer.from_pretrained(path)
-        held = [r["context"] for r in read_jsonl(a.exclude)] if a.exclude else []
-        rows = build_dataset(path, tok, n=a.n, corpus=a.corpus, exclude_contexts=held,
+        rows = build_dataset(path, tok, n=a.n, corpus=a.corpus, exclude=a.exclude,
                              index_dir=None if a.corpus else (a.index or cache_dir() / "index"),
                              proxy_model=a.proxy_model, window=a.window, entropy_threshold=a.entropy_threshold,
                              easy_share=a.easy_share, context_tokens=a.context_tokens,
