@@ -13,11 +13,12 @@ Contract:
   A page matches when an indexed source path ends with the gold path.
 - Retrievers, all over the same index: ``dense`` (FAISS cosine), ``lexical`` (FTS5 BM25),
   ``hybrid`` (reciprocal-rank fusion) and ``hybrid+diversity`` (fusion, then the same-page decay),
-  each through `Retriever.search`.
+  each through `Retriever.search`; and the baseline of issue 10, ``dense, text only``: the same
+  passages embedded without their heading path, as the index embedded them before (`TextOnlyDense`).
 - Metrics per retriever: recall@1/5/20 (a gold page among the top k passages' pages) with 95 %
   Wilson intervals, MRR@20 (1 / rank of the first gold page) with a 95 % bootstrap interval, query
-  latency p50 (ms); and each retriever against ``dense`` at recall@5, paired (difference with a
-  95 % interval, exact McNemar p).
+  latency p50 (ms); and each retriever against ``dense`` and against ``dense, text only`` at
+  recall@5, paired (difference with a 95 % interval, exact McNemar p).
 - Fusion settings: before either set is searched, hybrid recall@5 is measured on a development set
   built the same way from the glossary (`glossary_questions`, searched without the glossary page)
   over a pre-registered grid of (lexical weight, same-page decay) (`GRID`, `tune`, `pick`); the
@@ -152,20 +153,52 @@ def bootstrap_mean(xs: list[float], n: int = 2000, seed: int = 0) -> tuple[float
     return means[int(0.025 * n)], means[int(0.975 * n) - 1]
 
 
-def evaluate(retriever, questions: list[dict], k_max: int = 20, extra: dict | None = None) -> dict:
+class TextOnlyDense:
+    """Dense search over the passages of `retriever`'s index embedded without their heading path
+    (`Chunk.embed_text` before issue 10: the text alone), in an in-memory FAISS inner-product
+    index: the baseline issue 10's target is stated against. ``search(query, k, mode, source_decay)``
+    takes `Retriever.search`'s arguments and ignores the last two. Sources holding `exclude` are
+    left out (None: none)."""
+
+    name = "dense, text only"
+
+    def __init__(self, retriever, batch: int = 1000):
+        import faiss
+        import numpy as np
+
+        self.retriever = retriever
+        self.passages = list(retriever.index.iter_chunks(batch))
+        vecs = retriever.embedder.encode([p.text for p in self.passages])
+        self.faiss = faiss.IndexFlatIP(vecs.shape[1])
+        self.faiss.add(np.ascontiguousarray(vecs, dtype=np.float32))
+
+    def search(self, query: str, k: int = 5, mode: str | None = None, source_decay: float | None = None):
+        """Top-`k` passages by cosine of the query and the text-only embedding, best first."""
+        import dataclasses
+
+        scores, ids = self.faiss.search(self.retriever.embedder.encode([query]), k)
+        return [dataclasses.replace(self.passages[i], score=float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+
+def evaluate(retriever, questions: list[dict], k_max: int = 20, extra: dict | None = None,
+             baseline: TextOnlyDense | None = None) -> dict:
     """Per-retriever metrics and per-question ranks (see the module docstring); `extra`: more
-    retrievers as name → (mode, source_decay, lexical_weight)."""
+    retrievers as name → (mode, source_decay, lexical_weight); `baseline`: the text-only dense
+    search, run first and compared against like ``dense``."""
     from agent.stats import paired, wilson
 
     ranks: dict[str, list[int | None]] = {}
     out: dict = {"n": len(questions), "retrievers": {}}
     runs = {name: (mode, decay, 1.0) for name, (mode, decay) in RETRIEVERS.items()} | (extra or {})
+    if baseline is not None:
+        runs = {baseline.name: ("dense", 1.0, 1.0)} | runs
     for name, (mode, decay, weight) in runs.items():
         retriever.lexical_weight = weight
+        search = baseline.search if baseline is not None and name == baseline.name else retriever.search
         rs, ms = [], []
         for q in questions:
             t0 = time.perf_counter()
-            hits = retriever.search(q["question"], k_max, mode=mode, source_decay=decay)
+            hits = search(q["question"], k_max, mode=mode, source_decay=decay)
             ms.append((time.perf_counter() - t0) * 1000)
             rs.append(first_hit([h.source for h in hits], q["sources"]))
         ranks[name] = rs
@@ -180,10 +213,14 @@ def evaluate(retriever, questions: list[dict], k_max: int = 20, extra: dict | No
         row["mrr@20"] = {"value": statistics.fmean(rr), "ci_low": lo, "ci_high": hi}
         out["retrievers"][name] = row
     retriever.lexical_weight = 1.0
-    base = [{"id": q["id"], "score": float(r is not None and r <= 5)} for q, r in zip(questions, ranks["dense"])]
+
+    def at5(name: str) -> list[dict]:
+        return [{"id": q["id"], "score": float(r is not None and r <= 5)} for q, r in zip(questions, ranks[name])]
+
     for name in runs:
-        mine = [{"id": q["id"], "score": float(r is not None and r <= 5)} for q, r in zip(questions, ranks[name])]
-        out["retrievers"][name]["vs_dense_recall@5"] = paired(mine, base)
+        out["retrievers"][name]["vs_dense_recall@5"] = paired(at5(name), at5("dense"))
+        if baseline is not None:
+            out["retrievers"][name]["vs_text_only_recall@5"] = paired(at5(name), at5(baseline.name))
     out["ranks"] = {name: rs for name, rs in ranks.items()}
     out["ids"] = [q["id"] for q in questions]
     return out
@@ -191,17 +228,25 @@ def evaluate(retriever, questions: list[dict], k_max: int = 20, extra: dict | No
 
 def table(res: dict) -> str:
     """Markdown table of `evaluate`'s result."""
+    text_only = any("vs_text_only_recall@5" in r for r in res["retrievers"].values())
+    head = "| retriever | recall@1 | recall@5 | recall@20 | MRR@20 | Δ recall@5 vs dense | McNemar p |"
     lines = [f"n = {res['n']} questions; 95 % intervals (Wilson for recall, bootstrap for MRR); "
-             "Δ = paired difference in recall@5 against dense, exact McNemar p.", "",
-             "| retriever | recall@1 | recall@5 | recall@20 | MRR@20 | Δ recall@5 vs dense | McNemar p | p50 ms |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Δ = paired difference in recall@5, exact McNemar p; ``dense, text only`` = the same passages "
+             "embedded without their heading path (the index before issue 10).", "",
+             head + (" Δ recall@5 vs dense, text only | McNemar p |" if text_only else "") + " p50 ms |",
+             "|---|---|---|---|---|---|---|" + ("---|---|" if text_only else "") + "---|"]
+
+    def cell(m):
+        return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+
+    def delta(d):
+        return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['mcnemar_p']:.2g}"
+
     for name, r in res["retrievers"].items():
-        def cell(m):
-            return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
-        d = r["vs_dense_recall@5"]
         lines.append(f"| {name} | {cell(r['recall@1'])} | {cell(r['recall@5'])} | {cell(r['recall@20'])} | "
-                     f"{cell(r['mrr@20'])} | {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | "
-                     f"{d['mcnemar_p']:.2g} | {r['latency_ms_p50']:.1f} |")
+                     f"{cell(r['mrr@20'])} | {delta(r['vs_dense_recall@5'])} | "
+                     + (f"{delta(r['vs_text_only_recall@5'])} | " if text_only else "")
+                     + f"{r['latency_ms_p50']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -298,6 +343,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--database-url", default=None,
                     help="evaluate with the chunk store in this PostgreSQL database (copies of --index in "
                          "thinkgate_eval_* schemas, dropped afterwards)")
+    ap.add_argument("--no-text-only", action="store_true",
+                    help="skip the text-only dense baseline (it embeds every passage again: minutes on 2 cores)")
     args = ap.parse_args(argv)
     from retrieval.demo import debian_docs
     from retrieval.index import ChunkIndex
@@ -339,7 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
                 ("faq", faq_questions(docs), without_faq(Path(args.index), Path(work), url)),
                 ("written", load_questions(), without(Path(args.index), Path(work), None, url) if url
                  else Retriever(args.index))):
-            results[name] = evaluate(retriever, questions, extra=extra)
+            baseline = None if args.no_text_only else TextOnlyDense(retriever)
+            results[name] = evaluate(retriever, questions, extra=extra, baseline=baseline)
             (out / f"table-{name}.md").write_text(table(results[name]))
             print(f"## {name}\n\n{table(results[name])}")
     (out / "results.json").write_text(json.dumps(results, indent=1))

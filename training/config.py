@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.decoupled import check_mode_token_weight
+
 NTR_REWARDS = ["prefix_match", "think_length", "no_think_bonus", "soft_overlong", "format"]
 # binary correctness plus AdaptThink's no-think bonus: format and length penalties collapsed
 # other small runs, so they stay optional (add them with --reward_funcs)
@@ -71,8 +73,7 @@ class ScriptArguments:
             raise ValueError(f"seed_data must not be a held-out seed (2 = dev, 3 = test), got {self.seed_data}")
         if self.entropy_threshold < 0:
             raise ValueError(f"entropy_threshold must be >= 0 nats, got {self.entropy_threshold}")
-        if self.mode_token_weight < 0:
-            raise ValueError(f"mode_token_weight must be >= 0, got {self.mode_token_weight}")
+        check_mode_token_weight(self.mode_token_weight)
         if self.mode_token_weight > 0 and self.mask_forced:
             raise ValueError("mode_token_weight > 0 weights the first token that mask_forced drops: set one of them")
         if self.reward_funcs is None:

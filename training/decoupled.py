@@ -39,14 +39,20 @@ def mode_token_weights(mask, alpha: float):
     >>> (w[:, 0] / w.sum(-1)).tolist()   # decision share α/(1+α) at any length
     [0.5, 0.5]
     """
-    if alpha < 0:
-        raise ValueError(f"mode_token_weight must be >= 0, got {alpha}")
+    check_mode_token_weight(alpha)
     w = mask.float().clone()
     if alpha == 0:
         return w
     lengths = w.sum(-1)
     w[:, 0] = w[:, 0] * alpha * (lengths - 1).clamp(min=1.0)
     return w
+
+
+def check_mode_token_weight(alpha: float) -> None:
+    """Raise ValueError naming the rule unless the mode-token weight α (GRPO's and the warm-up's
+    ``mode_token_weight``) is >= 0."""
+    if alpha < 0:
+        raise ValueError(f"mode_token_weight must be >= 0, got {alpha}")
 
 
 def check_loss_type(loss_type: str) -> None:
@@ -61,8 +67,7 @@ def decoupled_trainer_class(alpha: float):
     Raises:
         ValueError: alpha < 0.
     """
-    if alpha < 0:
-        raise ValueError(f"mode_token_weight must be >= 0, got {alpha}")
+    check_mode_token_weight(alpha)
     from trl import GRPOTrainer
 
     class DecoupledGRPOTrainer(GRPOTrainer):

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from training.rewards import think_token_count, completion_text, correctness, thinks
+from training.rewards import call_named, completion_text, correctness, think_token_count, thinks
 
 
-def batch_stats(completions, completion_ids=None, hard=None, continuation=None, boundaries=None, item=None,
-                **_) -> dict[str, float]:
+def batch_stats(completions, completion_ids=None, hard=None, continuation=None, boundaries=None,
+                item=None) -> dict[str, float]:
     """Think-rate (all/hard/easy), mean thinking tokens and accuracy of a batch of completions."""
     texts = [completion_text(c) for c in completions]
     think = [thinks(t) for t in texts]
@@ -37,10 +37,10 @@ def batch_stats(completions, completion_ids=None, hard=None, continuation=None, 
 
 
 def stats_reward(completions, log_metric=None, **columns) -> list[float]:
-    """Zero-weight pseudo-reward: logs `batch_stats` of the batch (TRL's columns passed through)
-    via TRL's ``log_metric``; returns zeros."""
+    """Zero-weight pseudo-reward: logs `batch_stats` of the batch (the TRL columns it names) via
+    TRL's ``log_metric``; returns zeros."""
     if log_metric is not None:
-        for k, v in batch_stats(completions, **columns).items():
+        for k, v in call_named(batch_stats, completions, columns).items():
             log_metric(f"thinkgate/{k}", v)
     return [0.0] * len(completions)
 
@@ -90,7 +90,7 @@ def evaluate_held_out(model, tokenizer, rows, reward_funcs, weights, max_new_tok
     for f, w in zip(reward_funcs, weights):
         vals = f(completions, completion_ids=comp_ids, **cols)
         total = [t + w * (v or 0.0) for t, v in zip(total, vals)]
-    res = {"reward": sum(total) / len(total), **batch_stats(completions, comp_ids, **cols)}
+    res = {"reward": sum(total) / len(total), **call_named(batch_stats, completions, {"completion_ids": comp_ids, **cols})}
     res["examples"] = len(rows)
     return res
 

@@ -1,12 +1,15 @@
 """Reward functions for GRPO, in a string-keyed registry (TRL's reward-function signature).
 
-Every function is ``f(completions, **kwargs) → list[float | None]``; `completions` are strings
+TRL calls ``f(completions, **columns) → list[float | None]``; `completions` are strings
 or, for conversational prompts, lists of ``{"role", "content"}`` messages (the last one's
 content is used). Dataset columns arrive as keyword lists, one value per completion:
 ``continuation`` and ``boundaries`` (NTR task), ``item`` (a `tasks.Item` as JSON: its family's
 scorer is the reward, so training and evaluation score alike); TRL also passes
-``completion_ids``. Each function names the columns it reads; the rest of TRL's columns land
-in ``**_`` unread. `None` means "does not apply" (TRL skips it for that sample).
+``prompts``, ``completion_ids``, ``trainer_state`` and ``log_metric``. Each function names the
+columns and parameters it reads and takes nothing else (no ``**kwargs``): `get_reward_funcs`
+binds its parameters and hands it only the columns it names (`call_named`), so a column a
+function expects but never receives stays visibly None instead of vanishing into a catch-all.
+`None` means "does not apply" (TRL skips it for that sample).
 
 A completion either thinks, ``<think>…</think>`` then the answer, or answers at once; the
 answer to an NTR prompt is the content of the last ``\\boxed{…}``.
@@ -52,7 +55,7 @@ def thinks(text: str) -> bool:
 
 
 @register("prefix_match")
-def prefix_match(completions, continuation=None, boundaries=None, **_) -> list[float | None]:
+def prefix_match(completions, continuation=None, boundaries=None) -> list[float | None]:
     """NTR correctness: RPT Eq. 3 on the last ``\\boxed{}`` of the answer part.
 
     Unit cases (continuation " the cat", token boundaries at bytes 4 and 8):
@@ -82,8 +85,7 @@ def prefix_match(completions, continuation=None, boundaries=None, **_) -> list[f
 
 
 @register("information_gain")
-def information_gain(completions, prompts=None, continuation=None, ig_scorer=None, ig_clip: float = 2.0,
-                     **_) -> list[float | None]:
+def information_gain(completions, prompts=None, continuation=None, ig_scorer=None, ig_clip: float = 2.0) -> list[float | None]:
     """RLP's reward (arXiv 2510.01265, Eq. 2–3) on NTR rows: for a completion that thinks, the
     information gain of its thought, log p(continuation | prompt, thought) − log p(continuation |
     prompt) in nats, teacher-forced by `ig_scorer` (`tasks.ntr.GainScorer`: the same quantity
@@ -110,7 +112,7 @@ def information_gain(completions, prompts=None, continuation=None, ig_scorer=Non
 
 
 @register("correct")
-def correct(completions, item=None, **_) -> list[float | None]:
+def correct(completions, item=None) -> list[float | None]:
     """Binary correctness by the item's own task scorer (`tasks.family(item).score`), 1 or 0.
 
     >>> import json; from tasks import Item
@@ -129,7 +131,7 @@ def correct(completions, item=None, **_) -> list[float | None]:
     return out
 
 
-def correctness(completions, continuation=None, boundaries=None, item=None, **_) -> list[float | None]:
+def correctness(completions, continuation=None, boundaries=None, item=None) -> list[float | None]:
     """The task's own correctness: the item's scorer when rows carry ``item``, else prefix_match (NTR rows)."""
     if item is not None:
         return correct(completions, item=item)
@@ -148,7 +150,7 @@ def think_token_count(text: str, n_ids: int | None) -> int:
 
 
 @register("think_length")
-def think_length(completions, completion_ids=None, think_budget: int = 256, **_) -> list[float | None]:
+def think_length(completions, completion_ids=None, think_budget: int = 256) -> list[float | None]:
     """Penalty for thinking tokens: −min(1, thinking tokens / `think_budget`); 0 when it does not think.
 
     >>> think_length(["<think>" + "a " * 50 + "</think>x", "x"], think_budget=100)
@@ -162,8 +164,7 @@ def think_length(completions, completion_ids=None, think_budget: int = 256, **_)
 
 
 @register("no_think_bonus")
-def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, boundaries=None, item=None,
-                   **_) -> list[float | None]:
+def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, boundaries=None, item=None) -> list[float | None]:
     """AdaptThink's bonus (arXiv 2505.13417): δ when the completion answers without thinking
     and is correct; 0 otherwise.
 
@@ -178,7 +179,7 @@ def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, 
 
 @register("soft_overlong")
 def soft_overlong(completions, completion_ids=None, max_completion_length: int = 256,
-                  overlong_buffer: int = 64, **_) -> list[float | None]:
+                  overlong_buffer: int = 64) -> list[float | None]:
     """DAPO's soft overlong punishment (arXiv 2503.14476, Eq. 13), with L_max =
     `max_completion_length` and L_cache = `overlong_buffer`:
     0 if |y| ≤ L_max − L_cache; (L_max − L_cache − |y|) / L_cache inside the buffer; −1 beyond L_max.
@@ -198,7 +199,7 @@ def soft_overlong(completions, completion_ids=None, max_completion_length: int =
 
 
 @register("format")
-def format_reward(completions, continuation=None, **_) -> list[float | None]:
+def format_reward(completions, continuation=None) -> list[float | None]:
     """1 when the completion is well formed, else 0: either one ``<think>…</think>`` block at the
     start followed by a non-empty answer, or no think tags at all; for NTR rows the answer must
     also hold a ``\\boxed{}``.
@@ -222,23 +223,47 @@ def format_reward(completions, continuation=None, **_) -> list[float | None]:
     return out
 
 
+def named_parameters(fn) -> tuple[set[str], bool]:
+    """(names `fn` takes by keyword, whether it also takes ``**kwargs``)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters.values()
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def call_named(fn, completions, columns: dict):
+    """``fn(completions, **columns)`` with only the columns `fn` names (all of them when it takes
+    ``**kwargs``): TRL hands every reward function every dataset column and its own arguments.
+
+    >>> call_named(lambda completions, item=None: [item], ["c"], {"item": 1, "trainer_state": None})
+    [1]
+    """
+    names, takes_all = named_parameters(fn)
+    return fn(completions, **(columns if takes_all else {k: v for k, v in columns.items() if k in names}))
+
+
 def get_reward_funcs(names: list[str], **params) -> list[RewardFn]:
-    """Reward functions for `names`, each bound to the parameters of `params` that it names in its
-    signature (budgets, δ, lengths), and named for TRL's logs.
+    """Reward functions for `names` in TRL's calling convention ``f(completions, **columns)``, each
+    bound to the parameters of `params` that it names in its signature (budgets, δ, lengths) and
+    handed only the columns it names (`call_named`); named for TRL's logs (``rewards/<name>``).
+    The bound parameters are in each function's ``keywords``.
 
     Raises:
         ValueError: an unknown name (the message lists the registry).
     """
-    import functools
-    import inspect
-
     funcs = []
     for n in names:
         if n not in REWARDS:
             raise ValueError(f"unknown reward {n!r}; known: {sorted(REWARDS)}")
         fn = REWARDS[n]
-        named = set(inspect.signature(fn).parameters)
-        f = functools.partial(fn, **{k: v for k, v in params.items() if k in named})
-        f.__name__ = n  # TRL logs rewards/<__name__>
-        funcs.append(f)
+        named, _ = named_parameters(fn)
+        bound = {k: v for k, v in params.items() if k in named}
+
+        def reward(completions, _fn=fn, _bound=bound, **columns):
+            return call_named(_fn, completions, {**columns, **_bound})
+
+        reward.__name__ = n  # TRL logs rewards/<__name__>
+        reward.keywords = bound
+        funcs.append(reward)
     return funcs

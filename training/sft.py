@@ -36,6 +36,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.decoupled import check_mode_token_weight
 from training.script import main_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,8 +65,7 @@ class SFTScriptArguments:
     def __post_init__(self) -> None:
         if self.items_per_bucket < 1:
             raise ValueError(f"items_per_bucket must be >= 1, got {self.items_per_bucket}")
-        if self.mode_token_weight < 0:
-            raise ValueError(f"mode_token_weight must be >= 0, got {self.mode_token_weight}")
+        check_mode_token_weight(self.mode_token_weight)
         if self.mode_token_weight > 0 and self.row_mean_loss:
             raise ValueError("mode_token_weight adds to TRL's token-mean loss; it cannot be combined with row_mean_loss")
         if self.seed_data in (2, 3):

@@ -133,3 +133,23 @@ def test_glossary_dev_set_and_the_pre_registered_pick(tmp_path: Path):
         ("What is coroutine in Python?", ["library/asyncio.rst.txt"])]
     assert GRID[0] == (1.0, 0.5)  # the defaults come first, so a tie keeps them
     assert pick([{"hits": 2, **dict(zip(("lexical_weight", "source_decay"), g))} for g in GRID])["source_decay"] == 0.5
+
+
+def test_text_only_baseline_ignores_headings(retriever):
+    """The baseline of issue 10 embeds the passage text alone: words only a heading holds do not reach it."""
+    from retrieval.eval import TextOnlyDense, evaluate, table
+
+    base = TextOnlyDense(retriever)
+    assert len(base.passages) == len(retriever)
+    i = next(j for j, p in enumerate(base.passages) if p.source == "library/copy.md")
+    stored = base.faiss.reconstruct(i)
+    text, passage = base.passages[i].text, base.passages[i]
+    assert stored == pytest.approx(retriever.embedder.encode([text])[0], abs=1e-6)
+    assert stored != pytest.approx(retriever.embedder.encode([f"{passage.heading}\n{text}"])[0], abs=1e-3)
+    assert base.search("deepcopy nested objects", 1)[0].source == "library/copy.md"
+    qs = [{"id": "a", "question": "shallow and deep copy operations", "sources": ["library/copy.md"]},
+          {"id": "b", "question": "deepcopy nested objects", "sources": ["library/copy.md"]}]
+    res = evaluate(retriever, qs, k_max=5, baseline=base)
+    assert list(res["retrievers"])[0] == "dense, text only"
+    assert res["retrievers"]["dense"]["vs_text_only_recall@5"]["diff"] >= 0
+    assert "vs dense, text only" in table(res)

@@ -74,6 +74,22 @@ def test_correct_and_registry():
     assert set(R.REWARDS) >= {"prefix_match", "think_length", "no_think_bonus", "soft_overlong", "format", "correct"}
 
 
+def test_rewards_take_only_what_they_name():
+    """No registered reward swallows unknown arguments; the bound ones take TRL's full call."""
+    for name, fn in R.REWARDS.items():
+        assert not R.named_parameters(fn)[1], f"{name} takes **kwargs"
+    with pytest.raises(TypeError):
+        R.REWARDS["format"](["x"], trainer_state=None)
+    trl_call = {"prompts": ["p"], "completion_ids": [[1, 2]], "trainer_state": object(), "log_metric": print,
+                "continuation": [" the"], "boundaries": [[4]], "hard": [True], "source": ["docs"]}
+    fmt, bonus, overlong = R.get_reward_funcs(["format", "no_think_bonus", "soft_overlong"], no_think_delta=0.5,
+                                              max_completion_length=4, overlong_buffer=1, think_budget=9)
+    assert fmt([r"\boxed{ the}"], **trl_call) == [1.0]
+    assert bonus([r"\boxed{ the}"], **trl_call) == [0.5]
+    assert overlong([r"\boxed{ the}"], **trl_call) == [0.0]
+    assert overlong.keywords == {"max_completion_length": 4, "overlong_buffer": 1}
+
+
 def test_ntr_boundaries_and_selection():
     from tests.helpers import byte_bpe_tokenizer
 
