@@ -1,4 +1,4 @@
-"""Scratch (dev split only, seed 2, hard): can the policy verify the arithmetic steps of its own
+"""Probe (dev split only, seed 2, hard): can the policy verify the arithmetic steps of its own
 sampled traces (each line's claim re-asked as a direct question), and does choosing among samples
 by that check beat greedy always-think?"""
 import json, re, sys, pickle, os
@@ -18,7 +18,7 @@ path = "runs/grpo-arith-cpu"
 tok = AutoTokenizer.from_pretrained(path); model = AutoModelForCausalLM.from_pretrained(path).eval()
 items = make_items("hard", N, seed=2)
 prompts = [tok.encode(render_prompt(tok, it), add_special_tokens=False) for it in items]
-cache = "/work/exp/feas_samples.pkl"
+cache = os.path.expanduser("~/.cache/thinkgate/verify_feas_samples.pkl")  # resumable; not committed
 if os.path.exists(cache):
     greedy, samples = pickle.load(open(cache, "rb"))
 else:
