@@ -1,7 +1,7 @@
 """``python -m retrieval.eval``: does the retriever find the right page?
 
 Contract:
-- Two question sets, n = 255 in all:
+- Three question sets, n = 427 in all:
   * ``faq`` (68, not written by us): every question of the Python FAQ (``faq/*.rst``) whose
     answer names a library page (``:mod:``, ``:func:``, ``:meth:``, ``:class:``, ``:exc:`` …
     references, mapped to ``library/<module>.rst``, built-ins to ``functions``/``stdtypes``,
@@ -10,6 +10,10 @@ Contract:
   * ``written`` (187): ``retrieval/data/questions.jsonl`` (167 questions phrased as users ask them,
     written from the question side — the question first, the page looked up after) plus the
     agent's docs QA set (``tasks/data/docs_qa.jsonl``, 20); searched in the whole index.
+  * ``task`` (172): ``retrieval/data/questions_task.jsonl``, written later in one pass from the
+    task side ("How can I pause my program for half a second?" → ``library/time``): what the user
+    wants done, most without the module's name (152 of 172 name no word of a gold page), every
+    page that answers it as gold; searched in the whole index.
   A page matches when an indexed source path ends with the gold path.
 - Retrievers, all over the same index: ``dense`` (FAISS cosine), ``lexical`` (FTS5 BM25),
   ``hybrid`` (reciprocal-rank fusion) and ``hybrid+diversity`` (fusion, then the same-page decay),
@@ -42,6 +46,7 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data" / "questions.jsonl"
+TASK = Path(__file__).parent / "data" / "questions_task.jsonl"
 DOCS_QA = Path(__file__).parents[1] / "tasks" / "data" / "docs_qa.jsonl"
 #: name → (mode, source_decay)
 RETRIEVERS = {"dense": ("dense", 1.0), "lexical": ("lexical", 1.0), "hybrid": ("hybrid", 1.0),
@@ -49,10 +54,10 @@ RETRIEVERS = {"dense": ("dense", 1.0), "lexical": ("lexical", 1.0), "hybrid": ("
 KS = (1, 5, 20)
 
 
-def load_questions() -> list[dict]:
-    """Every evaluation question as {id, question, sources}."""
+def load_questions(paths: tuple[Path, ...] = (DATA, DOCS_QA)) -> list[dict]:
+    """The questions of `paths` (default: the written set) as {id, question, sources}."""
     out = []
-    for path in (DATA, DOCS_QA):
+    for path in paths:
         for line in path.read_text().splitlines():
             if line.strip():
                 d = json.loads(line)
@@ -382,12 +387,14 @@ def main(argv: list[str] | None = None) -> dict:
                 + grid + "\n")
             print((out / "dev-grid.md").read_text())
             extra = {"hybrid+dev-tuned": ("hybrid", best["source_decay"], best["lexical_weight"])}
+        baselines: dict[int, TextOnlyDense] = {}
+        whole = without(Path(args.index), Path(work), None, url) if url else Retriever(args.index)
         for name, questions, retriever in (
                 ("faq", faq_questions(docs), without_faq(Path(args.index), Path(work), url)),
-                ("written", load_questions(), without(Path(args.index), Path(work), None, url) if url
-                 else Retriever(args.index))):
-            baseline = None if args.no_text_only else TextOnlyDense(retriever)
-            results[name] = evaluate(retriever, questions, extra=extra, baseline=baseline)
+                ("written", load_questions(), whole), ("task", load_questions((TASK,)), whole)):
+            if not args.no_text_only and id(retriever) not in baselines:  # the written and task sets share one
+                baselines[id(retriever)] = TextOnlyDense(retriever)
+            results[name] = evaluate(retriever, questions, extra=extra, baseline=baselines.get(id(retriever)))
             (out / f"table-{name}.md").write_text(table(results[name]))
             print(f"## {name}\n\n{table(results[name])}")
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -153,3 +153,17 @@ def test_text_only_baseline_ignores_headings(retriever):
     assert list(res["retrievers"])[0] == "dense, text only"
     assert res["retrievers"]["dense"]["vs_text_only_recall@5"]["diff"] >= 0
     assert "vs dense, text only" in table(res)
+
+
+def test_question_sets_are_well_formed():
+    """Every evaluation question has a unique id, a question and library-page gold paths; the task
+    set is at least the 150 questions issue 10 asks for."""
+    from retrieval.eval import TASK, load_questions
+
+    written, task = load_questions(), load_questions((TASK,))
+    assert len(task) >= 150
+    ids = [q["id"] for q in written + task]
+    assert len(ids) == len(set(ids))
+    for q in task:
+        assert q["question"].strip().endswith("?") or q["question"].strip().endswith(".")
+        assert q["sources"] and all(s.startswith("library/") and s.endswith(".rst.txt") for s in q["sources"])
