@@ -23,7 +23,7 @@ Contract:
   Wilson intervals, MRR@20 (1 / rank of the first gold page) with a 95 % bootstrap interval, query
   latency p50 (ms); and each retriever against ``dense`` and against ``dense, text only`` at
   recall@5, paired (difference with a 95 % interval, exact McNemar p).
-- Fusion settings: before either set is searched, hybrid recall@5 is measured on a development set
+- Fusion settings: before any set is searched, hybrid recall@5 is measured on a development set
   built the same way from the glossary (`glossary_questions`, searched without the glossary page)
   over a pre-registered grid of (lexical weight, same-page decay) (`GRID`, `tune`, `pick`); the
   picked setting is evaluated as ``hybrid+dev-tuned`` beside the defaults.
@@ -162,8 +162,7 @@ class TextOnlyDense:
     """Dense search over the passages of `retriever`'s index embedded without their heading path
     (`Chunk.embed_text` before issue 10: the text alone), in an in-memory FAISS inner-product
     index: the baseline issue 10's target is stated against. ``search(query, k, mode, source_decay)``
-    takes `Retriever.search`'s arguments and ignores the last two. Sources holding `exclude` are
-    left out (None: none)."""
+    takes `Retriever.search`'s arguments and ignores the last two."""
 
     name = "dense, text only"
 
