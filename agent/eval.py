@@ -33,6 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent.config import AgentConfig
 from agent.stats import MODES, auroc, calibrate, decide, helped, paired, summarize
 
 
@@ -55,7 +56,7 @@ class EvalArgs:
     batch_size: int = 32
     agent_check: int = 0
     samples: int = 0
-    temperature: float = 0.4
+    temperature: float = AgentConfig.vote_temperature
     tau_vote: float | None = None
 
 
@@ -160,7 +161,6 @@ async def agent_check(model_path: str, items, records, tau: float, retriever, k:
     derived gated rows (decision and score). On ``backend="transformers"`` (fp32, the engine of
     the forced passes) this checks the harness; on ``"onnx"`` (int8, what is served on a CPU) it
     measures how far quantization moves the served agent from the evaluated one."""
-    from agent.config import AgentConfig
     from agent.runner import Agent
     from policy.models import load_policy
     from tasks import family
@@ -189,7 +189,7 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agent.config import CALIBRATION_FILE, AgentConfig
+    from agent.config import CALIBRATION_FILE
     from agent.forced import run_forced
     from policy.models import resolve_policy
 
@@ -432,7 +432,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--agent-check", type=int, default=0, help="run the real agent on K evenly spaced items of each set")
     ap.add_argument("--samples", type=int, default=0,
                     help="K > 1: add test-time scaling modes vote@K, adaptive, best-of-K (agent.scaling)")
-    ap.add_argument("--temperature", type=float, default=0.4, help="sampling temperature of the voting samples (the agent's default)")
+    ap.add_argument("--temperature", type=float, default=EvalArgs.temperature,
+                    help="sampling temperature of the voting samples (default: the agent's vote_temperature)")
     ap.add_argument("--tau-vote", type=float, default=None,
                     help="adaptive voting starts when the greedy trace's mean entropy exceeds this (nats; "
                          "default: the model's tau_exit); pick it on the dev split")

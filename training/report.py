@@ -85,12 +85,12 @@ def evaluate_held_out(model, tokenizer, rows, reward_funcs, weights, max_new_tok
             ids = [t for t in row.tolist() if t != tokenizer.pad_token_id]
             comp_ids.append(ids)
             completions.append([{"role": "assistant", "content": tokenizer.decode(ids, skip_special_tokens=True)}])
-    cols = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+    cols = {"completion_ids": comp_ids, **{k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}}
     total = [0.0] * len(rows)
     for f, w in zip(reward_funcs, weights):
-        vals = f(completions, completion_ids=comp_ids, **cols)
+        vals = f(completions, **cols)
         total = [t + w * (v or 0.0) for t, v in zip(total, vals)]
-    res = {"reward": sum(total) / len(total), **call_named(batch_stats, completions, {"completion_ids": comp_ids, **cols})}
+    res = {"reward": sum(total) / len(total), **call_named(batch_stats, completions, cols)}
     res["examples"] = len(rows)
     return res
 

@@ -18,6 +18,8 @@ Registry: `REWARDS[name]`; weights come from the training config (`--reward_weig
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Callable
 
@@ -85,7 +87,8 @@ def prefix_match(completions, continuation=None, boundaries=None) -> list[float 
 
 
 @register("information_gain")
-def information_gain(completions, prompts=None, continuation=None, ig_scorer=None, ig_clip: float = 2.0) -> list[float | None]:
+def information_gain(completions, prompts=None, continuation=None, ig_scorer=None,
+                     ig_clip: float = 2.0) -> list[float | None]:
     """RLP's reward (arXiv 2510.01265, Eq. 2–3) on NTR rows: for a completion that thinks, the
     information gain of its thought, log p(continuation | prompt, thought) − log p(continuation |
     prompt) in nats, teacher-forced by `ig_scorer` (`tasks.ntr.GainScorer`: the same quantity
@@ -164,7 +167,8 @@ def think_length(completions, completion_ids=None, think_budget: int = 256) -> l
 
 
 @register("no_think_bonus")
-def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, boundaries=None, item=None) -> list[float | None]:
+def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, boundaries=None,
+                   item=None) -> list[float | None]:
     """AdaptThink's bonus (arXiv 2505.13417): δ when the completion answers without thinking
     and is correct; 0 otherwise.
 
@@ -223,12 +227,12 @@ def format_reward(completions, continuation=None) -> list[float | None]:
     return out
 
 
-def named_parameters(fn) -> tuple[set[str], bool]:
-    """(names `fn` takes by keyword, whether it also takes ``**kwargs``)."""
-    import inspect
+@functools.cache
+def named_parameters(fn) -> tuple[frozenset[str], bool]:
+    """(names `fn` takes by keyword, whether it also takes ``**kwargs``); read once per function."""
 
     params = inspect.signature(fn).parameters.values()
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    names = frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
