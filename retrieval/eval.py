@@ -180,7 +180,7 @@ class TextOnlyDense:
         """Top-`k` passages by cosine of the query and the text-only embedding, best first."""
         import dataclasses
 
-        scores, ids = self.faiss.search(self.retriever.embedder.encode([query]), k)
+        scores, ids = self.faiss.search(self.retriever.embedder.encode_query(query)[None], k)
         return [dataclasses.replace(self.passages[i], score=float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
 

@@ -225,7 +225,7 @@ class Retriever:
         # one after the other: on 2 cores, running BM25 beside the query embedding slowed the embedding 3x
         lexical = ([i for i, _ in self.index.lexical_search(query, n, self.max_postings)]
                    if mode != "dense" else [])
-        qv = self.embedder.encode([query])[0]
+        qv = self.embedder.encode_query(query)
         dense = self.index.search(qv, n) if mode != "lexical" else []
         if mode == "dense":
             fused = {p.id: p.score for p in dense}

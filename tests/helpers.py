@@ -134,6 +134,10 @@ class FakeEmbedder:
             out[i] /= max(np.linalg.norm(out[i]), 1e-6)
         return out
 
+    def encode_query(self, text: str) -> np.ndarray:
+        """`encode` of one text, [dim] (the `Embedder` query interface)."""
+        return self.encode([text])[0]
+
 
 def byte_bpe_tokenizer():
     """A tiny byte-level BPE chat tokenizer (ChatML template, <|im_end|> as EOS), trained in memory."""

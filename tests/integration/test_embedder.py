@@ -22,3 +22,17 @@ def test_int8_embeddings_stay_close_to_fp32_and_rank_alike():
     assert int(np.argmax(b @ int8.encode([q])[0])) == int(np.argmax(a @ fp32.encode([q])[0])) == 0
     with pytest.raises(ValueError, match="embedder weights must be one of"):
         Embedder(weights="int3")
+
+
+def test_queries_run_on_onnx_and_match_fp32():
+    from retrieval.embedder import Embedder
+
+    onnx, ref = Embedder(), Embedder(weights="fp32", query_backend="torch")
+    assert onnx.query_backend == "onnx" and ref.query_backend == "torch"
+    for q in ("how do I build a list from another list", "what does functools.lru_cache do? " * 40):
+        a, b = onnx.encode_query(q), ref.encode_query(q)
+        assert a.shape == (384,) and a.dtype == np.float32
+        assert float(a @ b) > 0.9999  # the fp32 model, exported; measured 1.000
+        assert np.allclose(b, ref.encode([q])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="query_backend must be one of"):
+        Embedder(query_backend="tensorrt")
