@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     lexical_weight: float = Field(1.0, ge=0, description="weight of the BM25 ranking in the fusion (dense: 1)")
     source_decay: float = Field(0.5, gt=0, le=1, description="diversity of the top-k across pages (1: off)")
     lexical_max_postings: int = Field(3000, ge=1, description="BM25 leaves out words held by more chunks than this")
+    index_kind: Literal["auto", "flat-fp16", "flat", "ivf-fp16"] = Field(
+        "auto", description="FAISS cache: exhaustive flat-fp16, then an inverted file (ivf-fp16) from 50,000 chunks")
     api_keys: str = Field("", description="comma-separated API keys; when set, every request needs "
                                           "'Authorization: Bearer <key>' (401 otherwise)")
     admin_api_keys: str = Field("", description="comma-separated admin keys; when set, only they may add or "
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
         """Keyword arguments of `retrieval.retriever.Retriever` from these settings."""
         return {"mode": self.retrieval_mode, "rrf_k": self.rrf_k, "lexical_weight": self.lexical_weight,
                 "source_decay": self.source_decay, "max_postings": self.lexical_max_postings,
-                "database_url": self.database_url, "refresh_s": self.index_refresh_s}
+                "database_url": self.database_url, "refresh_s": self.index_refresh_s, "index_kind": self.index_kind}
 
     @field_validator("database_url")
     @classmethod

@@ -15,10 +15,17 @@ Contract:
   cache file behind the store catches up (or is rebuilt) on open.
 - Thread-safe: one lock around the FAISS cache; the store serializes its own access.
 - Scores are cosine similarities in [-1, 1] (vectors are unit-norm).
-- Index kinds (both exhaustive, exact ranking up to storage precision): ``flat-fp16`` (the
-  default: vectors stored as float16 in a `faiss.IndexScalarQuantizer`, half the memory
-  traffic, p50 ≈ 6 ms at 100k × 384 on 2 cores against ≈ 11–15 ms for float32) and ``flat``
-  (`faiss.IndexFlatIP`, float32). The store keeps float32 embeddings, so switching kinds rebuilds.
+- Index kinds: ``flat-fp16`` (exhaustive: vectors stored as float16 in a
+  `faiss.IndexScalarQuantizer`, half the memory traffic of ``flat``), ``flat``
+  (`faiss.IndexFlatIP`, float32, exact), ``ivf-fp16`` (an inverted file, Jégou et al. 2011:
+  `faiss.IndexIVFScalarQuantizer` with nlist = √n k-means lists, trained on the stored vectors,
+  searching the nearest nlist/8 lists, so ≈ 1/8 of the vectors) and ``auto`` (the default:
+  ``flat-fp16`` below `IVF_MIN_CHUNKS` chunks, ``ivf-fp16`` from there). Measured at 100k real
+  docs chunks on 2 cores: FAISS top-50 p50 ≈ 8 ms for flat-fp16 against ≈ 1 ms for ivf-fp16, whose
+  top-50 keeps ≈ 99 % of the exact one (docs/results/bench-hybrid.txt). An inverted file is
+  retrained (the cache rebuilt from the store: ≈ 2 s at 100k) when the chunk count leaves
+  [trained / 4, trained × 4], and ``auto`` goes back to flat-fp16 under `IVF_MIN_CHUNKS` / 2.
+  The store keeps float32 embeddings, so switching kinds rebuilds.
 """
 from __future__ import annotations
 
@@ -64,6 +71,24 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
+#: ``auto`` uses an inverted file from this many chunks (flat-fp16 below: ≤ 4 ms per query there)
+IVF_MIN_CHUNKS = 50_000
+#: the fewest vectors an inverted file is trained on (k-means: 39 points per list)
+IVF_MIN_TRAIN = 39
+#: an inverted file searches 1/IVF_PROBE_DIVISOR of its lists
+IVF_PROBE_DIVISOR = 8
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists for `n` vectors: round(√n), at most n/39 (k-means wants ≥ 39 points per
+    centroid), at least 1. (FAISS's guide says 4√n–16√n for millions; fewer lists train faster.)
+
+    >>> ivf_lists(100_000), ivf_lists(1000), ivf_lists(0)
+    (316, 25, 1)
+    """
+    return max(1, min(round(n ** 0.5), n // 39))
+
+
 class ChunkIndex:
     """Open (or create) the index in `directory`.
 
@@ -72,7 +97,7 @@ class ChunkIndex:
             (with a `database_url`, only the cache file: the store is in PostgreSQL).
         dim: embedding dimension (384 for MiniLM).
         embedder: the embedder's name, recorded so a mismatched index is refused.
-        kind: "flat-fp16" (default) or "flat"; see the module docstring.
+        kind: "auto" (default), "flat-fp16", "flat" or "ivf-fp16"; see the module docstring.
         database_url: ``postgresql://…`` to keep the store in PostgreSQL (None: SQLite).
         refresh_s: how often, at most, a search checks the store for writes made elsewhere
             (seconds; 0: before every search).
@@ -82,9 +107,9 @@ class ChunkIndex:
         ValueError: an unknown kind or database URL scheme.
     """
 
-    KINDS = ("flat-fp16", "flat")
+    KINDS = ("auto", "flat-fp16", "flat", "ivf-fp16")
 
-    def __init__(self, directory: str | Path, dim: int, embedder: str = "", kind: str = "flat-fp16",
+    def __init__(self, directory: str | Path, dim: int, embedder: str = "", kind: str = "auto",
                  database_url: str | None = None, refresh_s: float = 1.0):
         if kind not in self.KINDS:
             raise ValueError(f"index kind must be one of {self.KINDS}, got {kind!r}")
@@ -97,6 +122,7 @@ class ChunkIndex:
         self.store: ChunkStore = open_store(database_url, self.dir / "chunks.sqlite", dim, embedder)
         self._gen = -1
         self._checked = 0.0
+        self._trained_on = 0  # vectors the inverted file was trained on (0: a flat index)
         self.faiss = self._load_faiss()
 
     @classmethod
@@ -115,12 +141,48 @@ class ChunkIndex:
 
     # ------------------------------------------------------------------ the cache
 
-    def _new_index(self):
-        if self.kind == "flat":
-            base = faiss.IndexFlatIP(self.dim)
-        else:
-            base = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-        return faiss.IndexIDMap2(base)
+    def _structure(self, n: int) -> str:
+        """The index kind to build for `n` chunks (an inverted file needs `IVF_MIN_TRAIN` vectors to
+        train on: below that, flat-fp16 stands in)."""
+        if self.kind == "auto":
+            return "ivf-fp16" if n >= IVF_MIN_CHUNKS else "flat-fp16"
+        if self.kind == "ivf-fp16" and n < IVF_MIN_TRAIN:
+            return "flat-fp16"
+        return self.kind
+
+    def _fits(self, built: str, trained_on: int, n: int) -> bool:
+        """Whether a cache of kind `built` (an inverted file trained on `trained_on` vectors) still
+        suits `n` chunks; see the module docstring."""
+        if built == "ivf-fp16":
+            if self.kind not in ("auto", "ivf-fp16") or (self.kind == "auto" and n < IVF_MIN_CHUNKS // 2):
+                return False
+            return trained_on // 4 <= n <= trained_on * 4
+        return built == self._structure(n)
+
+    def _new_index(self, kind: str, train: np.ndarray | None = None):
+        """An empty FAISS index of `kind`; an inverted file is trained on `train` [n ≥ 39, dim]."""
+        if kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        if kind == "flat-fp16":
+            return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
+                                                                faiss.METRIC_INNER_PRODUCT))
+        n = len(train)
+        nlist = ivf_lists(n)
+        idx = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                            faiss.METRIC_INNER_PRODUCT)
+        idx.train(train)
+        idx.nprobe = max(1, -(-nlist // IVF_PROBE_DIVISOR))
+        self._trained_on = n
+        return idx
+
+    @property
+    def structure(self) -> str:
+        """The kind of the FAISS cache in use: "flat-fp16", "flat" or "ivf-fp16"."""
+        return "ivf-fp16" if isinstance(self.faiss, faiss.IndexIVF) else self._flat_kind(self.faiss)
+
+    @staticmethod
+    def _flat_kind(idx) -> str:
+        return "flat" if isinstance(faiss.downcast_index(idx.index), faiss.IndexFlat) else "flat-fp16"
 
     def _load_faiss(self):
         """The cache file when it belongs to this store and kind and is not ahead of it, brought up
@@ -130,9 +192,12 @@ class ChunkIndex:
             try:
                 meta = json.loads(gen_path.read_text())
                 idx = faiss.read_index(str(path))
-                if (meta.get("kind", "flat") == self.kind and meta.get("store", self.store.store_id) == self.store.store_id
+                built, trained = meta.get("kind", "flat"), int(meta.get("trained_on", 0))
+                if (self._fits(built, trained, self.store.count()) and meta.get("store", self.store.store_id) == self.store.store_id
                         and idx.d == self.dim and 0 <= meta["generation"] <= self.store.generation()):
-                    self.faiss, self._gen = idx, int(meta["generation"])
+                    self.faiss, self._gen, self._trained_on = idx, int(meta["generation"]), trained
+                    if isinstance(idx, faiss.IndexIVF):
+                        idx.nprobe = max(1, -(-idx.nlist // IVF_PROBE_DIVISOR))
                     if self._catch_up() and self.faiss.ntotal == self.store.count():
                         if self._gen != meta["generation"]:
                             self._save_faiss()
@@ -142,8 +207,19 @@ class ChunkIndex:
         return self._rebuild()
 
     def _rebuild(self):
-        idx = self._new_index()
-        self._gen = self.store.snapshot(lambda ids, vecs: idx.add_with_ids(vecs, ids))
+        kind = self._structure(self.store.count())
+        if kind == "ivf-fp16":  # trained on every stored vector of one snapshot, then filled
+            parts: list[tuple[np.ndarray, np.ndarray]] = []
+            self._gen = self.store.snapshot(lambda ids, vecs: parts.append((ids, np.array(vecs))))
+            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+            vecs = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, self.dim), dtype=np.float32)
+            idx = self._new_index(kind, vecs)
+            if len(ids):
+                idx.add_with_ids(vecs, ids)
+        else:
+            idx = self._new_index(kind)
+            self._trained_on = 0
+            self._gen = self.store.snapshot(lambda ids, vecs: idx.add_with_ids(vecs, ids))
         self.faiss = idx
         self._checked = time.monotonic()
         self._save_faiss()
@@ -175,12 +251,14 @@ class ChunkIndex:
             if gen == self._gen:
                 self._checked = time.monotonic()
                 return False
-            if gen < self._gen or not self._catch_up():  # the store was reset, or too far behind
+            if (gen < self._gen or not self._catch_up()  # the store was reset, or too far behind
+                    or not self._fits(self.structure, self._trained_on, int(self.faiss.ntotal))):
                 self._rebuild()
             return True
 
     def _save_faiss(self) -> None:
-        meta = {"generation": self._gen, "kind": self.kind, "store": self.store.store_id}
+        meta = {"generation": self._gen, "kind": self.structure, "trained_on": self._trained_on,
+                "store": self.store.store_id}
         _atomic_write(self.dir / "index.faiss", lambda p: faiss.write_index(self.faiss, p))
         _atomic_write(self.dir / "index.gen", lambda p: Path(p).write_text(json.dumps(meta)))
 

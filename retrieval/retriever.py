@@ -175,6 +175,8 @@ class Retriever:
         database_url: ``postgresql://…`` keeps the chunk store in PostgreSQL, shared by replicas
             (None: SQLite in `index_dir`); `index_dir` then holds only this replica's FAISS cache.
         refresh_s: how often, at most, a search looks for writes made by other processes (seconds).
+        index_kind: the FAISS cache's kind, "auto" (default: flat-fp16, then an inverted file from
+            `retrieval.index.IVF_MIN_CHUNKS` chunks), "flat-fp16", "flat" or "ivf-fp16".
 
     Raises:
         ValueError: an unknown mode or a parameter out of range.
@@ -183,7 +185,8 @@ class Retriever:
     def __init__(self, index_dir: str | Path, embedder: Embedder | str | None = None, *,
                  overlap: int = 32, batch_chunks: int = 256, mode: str = "hybrid", rrf_k: float = 60.0,
                  lexical_weight: float = 1.0, candidates: int = 50, source_decay: float = 0.5,
-                 max_postings: int | None = 3000, database_url: str | None = None, refresh_s: float = 1.0):
+                 max_postings: int | None = 3000, database_url: str | None = None, refresh_s: float = 1.0,
+                 index_kind: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 < source_decay <= 1.0:
@@ -197,8 +200,8 @@ class Retriever:
         # the chunker gets its own copy of the tokenizer: it runs on the prefetch thread while the
         # embedder tokenizes batches (a shared fast tokenizer raises "Already borrowed")
         self.chunker = Chunker(copy.deepcopy(self.embedder.tokenizer), self.embedder.max_tokens, overlap)
-        self.index = ChunkIndex(index_dir, self.embedder.dim, self.embedder.name, database_url=database_url,
-                                refresh_s=refresh_s)
+        self.index = ChunkIndex(index_dir, self.embedder.dim, self.embedder.name, kind=index_kind,
+                                database_url=database_url, refresh_s=refresh_s)
         self.batch_chunks = batch_chunks
 
     def __len__(self) -> int:
