@@ -120,8 +120,8 @@ def hybrid_bench(source_index: Path, n: int) -> None:
                 if kind != "flat-fp16":
                     ov = [len(a & b) / max(len(b), 1) for a, b in zip(top, tops["flat-fp16", name])]
                     same = f"; top-5 overlap with flat-fp16 {statistics.mean(ov):.3f}"
-                print(f"Retriever.search {name:16} {kind}={built:9} @ {len(r)} real chunks ({len(questions)} questions, "
-                      f"query embedding included): p50 {_pct(lat, 50):.2f} ms p95 {_pct(lat, 95):.2f} ms "
+                print(f"Retriever.search {name:16} {kind}={built:9} @ {len(r)} real chunks ({len(questions)} "
+                      f"questions, query embedding included): p50 {_pct(lat, 50):.2f} ms p95 {_pct(lat, 95):.2f} ms "
                       f"(target p50 <= 15 ms){same}", flush=True)
             r.index.close()
 

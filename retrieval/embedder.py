@@ -8,10 +8,12 @@ activations quantized per batch), the CPU fast path; ``"fp32"`` is the reference
 `Embedder.encode_query(text)` → the unit embedding [dim] of one search query. On the CPU it runs
 the fp32 model exported to ONNX (`retrieval.onnx_query`: ≈ 3 ms against ≈ 8 ms for int8 torch on 2
 cores); passages stay int8. Querying int8 passage vectors with fp32 query vectors changed recall@5
-by +3 of 478 questions over the four retrieval sets (docs/results/bench-hybrid.txt).
+by +3 of 478 questions over the four retrieval sets
+(docs/results/retrieval-eval/latency-path.md).
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -29,13 +31,15 @@ class Embedder:
             135 chunks/s at 8–16, 100 at 64, 76 at 128 — less padding and smaller int8 GEMMs),
             64 for fp32.
         weights: "int8" (dynamic quantization; default on CPU) or "fp32" (default elsewhere).
-        query_backend: "onnx" (default on CPU: `retrieval.onnx_query`, exported once into the cache
-            dir) or "torch" (`encode` on one text; the default elsewhere).
+        query_backend: "onnx" (`retrieval.onnx_query`, exported once into the cache dir) or "torch"
+            (`encode` on one text). None (default): onnx on the CPU, falling back to torch with a
+            logged warning when the export fails; torch elsewhere.
 
     Raises:
         ValueError: unknown `weights` or `query_backend`, int8 or onnx asked for on a non-CPU
-            device, or a model the ONNX query path cannot export.
-        retrieval.onnx_query.ExportMismatchError: the ONNX export does not reproduce the model.
+            device, or (query_backend "onnx" asked for) a model the ONNX query path cannot export.
+        retrieval.onnx_query.ExportMismatchError: query_backend "onnx" asked for, and the ONNX export
+            does not reproduce the model.
     """
 
     WEIGHTS = ("int8", "fp32")
@@ -53,6 +57,7 @@ class Embedder:
             raise ValueError(f"embedder weights must be one of {self.WEIGHTS}, got {weights!r}")
         if weights == "int8" and device != "cpu":
             raise ValueError(f"int8 embedder weights run on the CPU only, got device {device!r}")
+        asked = query_backend
         query_backend = query_backend or ("onnx" if device == "cpu" else "torch")
         if query_backend not in self.QUERY_BACKENDS:
             raise ValueError(f"query_backend must be one of {self.QUERY_BACKENDS}, got {query_backend!r}")
@@ -65,7 +70,13 @@ class Embedder:
         if query_backend == "onnx":  # exported from the fp32 model, before any quantization
             from retrieval.onnx_query import OnnxQueryEncoder
 
-            self._query = OnnxQueryEncoder.load(self.model, self.path, name=Path(name or DEFAULT_EMBEDDER).name)
+            try:
+                self._query = OnnxQueryEncoder.load(self.model, self.path, name=Path(name or DEFAULT_EMBEDDER).name)
+            except Exception as exc:  # noqa: BLE001 - the default falls back; an explicit "onnx" raises
+                if asked == "onnx":
+                    raise
+                logging.getLogger(__name__).warning("query embedding falls back to torch: %s", exc)
+                self.query_backend = "torch"
         if weights == "int8":
             import torch
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic

@@ -17,14 +17,16 @@ Contract:
 - Scores are cosine similarities in [-1, 1] (vectors are unit-norm).
 - Index kinds: ``flat-fp16`` (exhaustive: vectors stored as float16 in a
   `faiss.IndexScalarQuantizer`, half the memory traffic of ``flat``), ``flat``
-  (`faiss.IndexFlatIP`, float32, exact), ``ivf-fp16`` (an inverted file, Jégou et al. 2011:
-  `faiss.IndexIVFScalarQuantizer` with nlist = √n k-means lists, trained on the stored vectors,
-  searching the nearest nlist/8 lists, so ≈ 1/8 of the vectors) and ``auto`` (the default:
-  ``flat-fp16`` below `IVF_MIN_CHUNKS` chunks, ``ivf-fp16`` from there). Measured at 100k real
-  docs chunks on 2 cores: FAISS top-50 p50 ≈ 8 ms for flat-fp16 against ≈ 1 ms for ivf-fp16, whose
-  top-50 keeps ≈ 99 % of the exact one (docs/results/bench-hybrid.txt). An inverted file is
-  retrained (the cache rebuilt from the store: ≈ 2 s at 100k) when the chunk count leaves
-  [trained / 4, trained × 4], and ``auto`` goes back to flat-fp16 under `IVF_MIN_CHUNKS` / 2.
+  (`faiss.IndexFlatIP`, float32, exact), ``ivf-fp16`` (an inverted file, Sivic & Zisserman
+  2003, as in Jégou et al. 2011: `faiss.IndexIVFScalarQuantizer` with nlist = √n k-means lists,
+  trained on the stored vectors, searching the nearest nlist/8 lists, so ≈ 1/8 of the vectors)
+  and ``auto`` (the default: ``flat-fp16`` below `IVF_MIN_CHUNKS` chunks, ``ivf-fp16`` from
+  there). Measured at 100k real docs chunks on 2 cores: FAISS top-50 p50 ≈ 8 ms for flat-fp16
+  against ≈ 1 ms for ivf-fp16, whose top 5 in hybrid search is the same at 99.5 %
+  (docs/results/bench-hybrid.txt; recall@5 on the four question sets unchanged,
+  docs/results/retrieval-eval/latency-path.md). An inverted file is retrained (the cache rebuilt
+  from the store: ≈ 2 s at 100k) when the chunk count leaves [trained / 4, trained × 4], and
+  ``auto`` goes back to flat-fp16 under `IVF_MIN_CHUNKS` / 2.
   The store keeps float32 embeddings, so switching kinds rebuilds.
 """
 from __future__ import annotations
@@ -193,7 +195,8 @@ class ChunkIndex:
                 meta = json.loads(gen_path.read_text())
                 idx = faiss.read_index(str(path))
                 built, trained = meta.get("kind", "flat"), int(meta.get("trained_on", 0))
-                if (self._fits(built, trained, self.store.count()) and meta.get("store", self.store.store_id) == self.store.store_id
+                if (self._fits(built, trained, self.store.count())
+                        and meta.get("store", self.store.store_id) == self.store.store_id
                         and idx.d == self.dim and 0 <= meta["generation"] <= self.store.generation()):
                     self.faiss, self._gen, self._trained_on = idx, int(meta["generation"]), trained
                     if isinstance(idx, faiss.IndexIVF):

@@ -96,7 +96,8 @@ class OnnxQueryEncoder:
         from policy.models import _file_lock, cache_dir
 
         _check_layout(model)
-        out = Path(root or cache_dir()).expanduser() / "onnx" / f"{name or Path(model_dir).name}-{export_key(model_dir)}-query-fp32"
+        folder = f"{name or Path(model_dir).name}-{export_key(model_dir)}-query-fp32"
+        out = Path(root or cache_dir()).expanduser() / "onnx" / folder
         if not (out / "model.onnx").is_file():
             with _file_lock(out.parent / f".{out.name}.lock"):
                 if not (out / "model.onnx").is_file():

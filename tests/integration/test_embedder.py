@@ -36,3 +36,18 @@ def test_queries_run_on_onnx_and_match_fp32():
         assert np.allclose(b, ref.encode([q])[0], atol=1e-6)
     with pytest.raises(ValueError, match="query_backend must be one of"):
         Embedder(query_backend="tensorrt")
+
+
+def test_a_failed_export_falls_back_to_torch_unless_onnx_was_asked_for(monkeypatch, caplog):
+    import retrieval.onnx_query as oq
+    from retrieval.embedder import Embedder
+
+    def broken(*a, **k):
+        raise oq.ExportMismatchError("the ONNX export's embeddings differ from torch's: cosine 0.5")
+
+    monkeypatch.setattr(oq.OnnxQueryEncoder, "load", broken)
+    e = Embedder()
+    assert e.query_backend == "torch" and "falls back to torch" in caplog.text
+    assert np.allclose(e.encode_query("open a file"), e.encode(["open a file"])[0])
+    with pytest.raises(oq.ExportMismatchError):
+        Embedder(query_backend="onnx")
