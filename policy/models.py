@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -32,6 +33,18 @@ class ModelNotFoundError(LookupError):
 def cache_dir() -> Path:
     """The cache root: ``$THINKGATE_CACHE_DIR`` or ``~/.cache/thinkgate``."""
     return Path(os.environ.get("THINKGATE_CACHE_DIR") or Path.home() / ".cache" / "thinkgate").expanduser()
+
+
+def export_key(checkpoint: str | Path) -> str:
+    """A short key (10 hex digits) that changes when a checkpoint dir's weights or config change
+    (its path, and the sizes and mtimes of ``*.safetensors`` and ``config.json``): the ONNX
+    exports in the cache (`policy.onnx_backend`, `retrieval.onnx_query`) are named by it."""
+    ckpt = Path(checkpoint).resolve()
+    h = hashlib.sha1(str(ckpt).encode())
+    for f in sorted(ckpt.glob("*.safetensors")) + sorted(ckpt.glob("config.json")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:10]
 
 
 def package_dir(module: str, pip_name: str) -> Path:

@@ -23,7 +23,6 @@ Contract:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from policy.base import GenerationParams
 from policy.entropy import numpy_entropy
 from policy.local import LocalPolicy, Slot, special_tokens
 from policy.modes import eos_token_ids
+from policy.models import export_key  # noqa: F401 - the cache folder's key, also used here
 
 PRECISIONS = ("int4", "int8", "fp32")
 SOURCE_FILE = "thinkgate_source.json"  # what an export was made from
@@ -50,16 +50,6 @@ def _og():
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("the onnx backend needs onnxruntime-genai: pip install onnxruntime-genai onnx onnx_ir") from exc
     return og
-
-
-def export_key(checkpoint: str | Path) -> str:
-    """A short key that changes when the checkpoint's weights change (path, sizes, mtimes)."""
-    ckpt = Path(checkpoint).resolve()
-    h = hashlib.sha1(str(ckpt).encode())
-    for f in sorted(ckpt.glob("*.safetensors")) + sorted(ckpt.glob("config.json")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:10]
 
 
 def export_onnx(checkpoint: str | Path, precision: str = "int8", root: Path | None = None, log=print) -> Path:

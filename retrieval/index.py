@@ -91,6 +91,15 @@ def ivf_lists(n: int) -> int:
     return max(1, min(round(n ** 0.5), n // 39))
 
 
+def ivf_probes(nlist: int) -> int:
+    """Lists an inverted file of `nlist` lists searches: ⌈nlist / IVF_PROBE_DIVISOR⌉.
+
+    >>> ivf_probes(316), ivf_probes(1)
+    (40, 1)
+    """
+    return max(1, -(-nlist // IVF_PROBE_DIVISOR))
+
+
 class ChunkIndex:
     """Open (or create) the index in `directory`.
 
@@ -173,7 +182,7 @@ class ChunkIndex:
         idx = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
                                             faiss.METRIC_INNER_PRODUCT)
         idx.train(train)
-        idx.nprobe = max(1, -(-nlist // IVF_PROBE_DIVISOR))
+        idx.nprobe = ivf_probes(nlist)
         self._trained_on = n
         return idx
 
@@ -200,7 +209,7 @@ class ChunkIndex:
                         and idx.d == self.dim and 0 <= meta["generation"] <= self.store.generation()):
                     self.faiss, self._gen, self._trained_on = idx, int(meta["generation"]), trained
                     if isinstance(idx, faiss.IndexIVF):
-                        idx.nprobe = max(1, -(-idx.nlist // IVF_PROBE_DIVISOR))
+                        idx.nprobe = ivf_probes(idx.nlist)
                     if self._catch_up() and self.faiss.ntotal == self.store.count():
                         if self._gen != meta["generation"]:
                             self._save_faiss()

@@ -20,7 +20,6 @@ Contract:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -39,16 +38,6 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 class ExportMismatchError(RuntimeError):
     """The ONNX export does not reproduce the torch model's embeddings."""
-
-
-def export_key(model_dir: str | Path) -> str:
-    """A short key that changes when the model's weights or config change (path, sizes, mtimes)."""
-    root = Path(model_dir).resolve()
-    h = hashlib.sha1(str(root).encode())
-    for f in sorted(root.glob("*.safetensors")) + sorted(root.glob("config.json")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:10]
 
 
 def _check_layout(model) -> None:
@@ -93,7 +82,7 @@ class OnnxQueryEncoder:
             ValueError: the model is not Transformer + mean Pooling (+ Normalize).
             ExportMismatchError: the export's embeddings differ from the torch model's.
         """
-        from policy.models import _file_lock, cache_dir
+        from policy.models import _file_lock, cache_dir, export_key
 
         _check_layout(model)
         folder = f"{name or Path(model_dir).name}-{export_key(model_dir)}-query-fp32"
