@@ -363,12 +363,13 @@ class ChunkIndex:
     def status(self) -> dict:
         """Where the store is and how far this cache follows it: {"store": "sqlite"|"postgresql",
         "location" (path, or URL without password), "generation" (the store's), "cache_generation"
-        (this replica's FAISS cache), "chunks" (in the cache)} — after a refresh."""
+        (this replica's FAISS cache), "chunks" (in the cache), "faiss_kind" (`structure`: the cache's
+        kind now, which "auto" chooses by size)} — after a refresh."""
         with self._lock:
             self.refresh()
             return {"store": self.store.kind,
                     "location": self.store.location, "generation": self.store.generation(),
-                    "cache_generation": self._gen, "chunks": int(self.faiss.ntotal)}
+                    "cache_generation": self._gen, "chunks": int(self.faiss.ntotal), "faiss_kind": self.structure}
 
     def __len__(self) -> int:
         with self._lock:

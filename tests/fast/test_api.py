@@ -121,6 +121,7 @@ async def test_models_health_metrics(client):
     h = (await client.get("/healthz")).json()
     assert h["status"] == "ok" and h["chunks"] == 1
     assert h["store"]["store"] == "sqlite" and h["store"]["generation"] == h["store"]["cache_generation"] > 0
+    assert h["store"]["faiss_kind"] == "flat-fp16"  # "auto" under 50,000 chunks
     await client.post("/v1/chat/completions", json=chat())
     m = (await client.get("/metrics")).text
     assert 'thinkgate_turns_total{decision="answer",effort="auto"}' in m
