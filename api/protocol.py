@@ -255,8 +255,8 @@ class HealthIndex(BaseModel):
 
 class Health(BaseModel):
     """``GET /healthz``: ``status`` ok, the policy's health, the chunk count, the chunk store (kind,
-    location, its generation, this replica's cache generation and its FAISS kind), the background index build while
-    one exists."""
+    location, its generation, this replica's cache generation and its FAISS kind), the background
+    index build while one exists."""
 
     model_config = ConfigDict(extra="allow")
     status: Literal["ok"]
