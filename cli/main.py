@@ -171,7 +171,8 @@ def search(query: str = typer.Argument(..., help="what to look for"),
 def prepare(model: Optional[str] = typer.Option(None, help="policy model to prepare"),
             demo: bool = typer.Option(False, "--demo", help="also build the demo index if it is missing"),
             index: Optional[Path] = IndexOpt):
-    """Prepare the models (dequantize the default policy once) and optionally the demo index."""
+    """Prepare the models (dequantize the default policy and export it and the query embedder to
+    ONNX, once) and optionally the demo index."""
     from policy.models import ModelNotFoundError, resolve_policy
     from retrieval.models import resolve_embedder
 
@@ -185,7 +186,11 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
             from policy.onnx_backend import export_onnx
 
             typer.echo(f"onnx     {s.precision}: {export_onnx(path, s.precision, s.cache_dir, log=typer.echo)}")
-        typer.echo(f"embedder {s.embedder}: {resolve_embedder(s.embedder)}")
+        resolve_embedder(s.embedder)  # a missing package is named here, before any model loads
+        from retrieval.embedder import Embedder
+
+        emb = Embedder(s.embedder)  # exports the query path to ONNX once
+        typer.echo(f"embedder {s.embedder}: {emb.path} (queries: {emb.query_model or 'torch'})")
     except (ModelNotFoundError, LookupError) as exc:
         _fail(str(exc))
     if demo:

@@ -102,6 +102,11 @@ class Embedder:
         )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
+    @property
+    def query_model(self) -> Path | None:
+        """The ONNX file queries run on, or None when they run on torch."""
+        return None if self._query is None else self._query.path
+
     def encode_query(self, text: str) -> np.ndarray:
         """The unit float32 embedding [dim] of one search query (see `query_backend`)."""
         if self._query is not None:
