@@ -59,7 +59,7 @@ def test_ivf_keeps_the_exact_top_k_on_clustered_vectors(tmp_path):
         add(idx, "a", v)
     assert ivf.structure == "ivf-fp16" and ivf.faiss.nlist == index_mod.ivf_lists(3000)
     overlap = np.mean([len({p.id for p in ivf.search(x, 10)} & {p.id for p in flat.search(x, 10)}) / 10 for x in q])
-    assert overlap >= 0.8  # 1/8 of the lists searched (0.86 here; 0.995 of the top 5 on real docs chunks)
+    assert overlap >= 0.8  # 1/4 of the lists searched
     assert all(ivf.search(v[i], 1)[0].text == f"a:{i}" for i in range(0, 3000, 97))  # a stored vector finds itself
 
 
