@@ -9,8 +9,8 @@ Contract:
   `ExportMismatchError` and no file. Later loads read the file (≈ 0.2 s).
 - `encode(text)` → the unit float32 embedding [dim] of one text, truncated to the model's
   `max_seq_length` word pieces: the same vector as sentence-transformers' fp32 ``encode``
-  (cosine 1.000 on the docs-QA questions) in ≈ 3 ms instead of ≈ 8 ms for the int8 torch model
-  and ≈ 10 ms for fp32 torch on 2 cores (`retrieval.bench --hybrid-from`). One text, no padding:
+  (cosine 1.000 on 50 written questions) in ≈ 3 ms instead of ≈ 8 ms for the int8 torch model
+  and ≈ 10 ms for fp32 torch on 2 cores (docs/results/retrieval-eval/latency-path.md). One text, no padding:
   a query is embedded alone; batched ingest stays on torch int8 (faster there: 89 against 24
   chunks/s measured for onnxruntime fp32).
 - Why not sentence-transformers' ``backend="onnx"``: it needs optimum, whose ONNX package pins
