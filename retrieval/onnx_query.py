@@ -15,6 +15,7 @@ Contract:
   chunks/s measured for onnxruntime fp32).
 - Why not sentence-transformers' ``backend="onnx"``: it needs optimum, whose ONNX package pins
   transformers < 5.
+- Thread-safe: searches on several threads may share one encoder.
 - Errors: `ValueError` when the model is not Transformer + mean Pooling (+ Normalize);
   `ExportMismatchError` as above.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,9 @@ class OnnxQueryEncoder:
             so.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.path, self.tokenizer, self.max_tokens = Path(path), tokenizer, max_tokens
+        # a fast tokenizer called with truncation settings from two threads at once can raise
+        # "Already borrowed" (searches run on worker threads); the session itself is thread-safe
+        self._tok_lock = threading.Lock()
         self._wants = {i.name for i in self.session.get_inputs()}
 
     @classmethod
@@ -136,7 +141,8 @@ class OnnxQueryEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         """The unit float32 embedding [dim] of `text` (mean of the last hidden states, L2-normalised)."""
-        b = self.tokenizer([text], return_tensors="np", truncation=True, max_length=self.max_tokens)
+        with self._tok_lock:
+            b = self.tokenizer([text], return_tensors="np", truncation=True, max_length=self.max_tokens)
         feed = {k: np.asarray(b[k], dtype=np.int64) for k in _INPUTS if k in self._wants and k in b}
         if "token_type_ids" in self._wants and "token_type_ids" not in feed:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])

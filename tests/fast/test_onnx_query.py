@@ -54,3 +54,17 @@ def test_other_pooling_is_refused(tmp_path):
     model, d = tiny_model(tmp_path, pooling="cls")
     with pytest.raises(ValueError, match="mean Pooling"):
         OnnxQueryEncoder.load(model, d, root=tmp_path / "cache")
+
+
+def test_concurrent_queries_get_the_same_vectors(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from retrieval.onnx_query import OnnxQueryEncoder
+
+    model, d = tiny_model(tmp_path)
+    enc = OnnxQueryEncoder.load(model, d, root=tmp_path / "cache")
+    texts = [f"the quick brown fox {'jumps ' * (i % 7)} over list {i}" for i in range(64)]
+    alone = [enc.encode(t) for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(enc.encode, texts))
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(alone, together))
