@@ -214,3 +214,17 @@ def test_copy_a_sqlite_index_into_postgres_resumably(tmp_path, pg_url):
     wrong = ChunkIndex(tmp_path / "sq16", 16, "e")
     with pytest.raises(IndexMismatchError):
         copy_store(wrong.store, dst.store)
+
+
+def test_an_inverted_file_replica_follows_writes_and_retrains(open_index):
+    a, b = open_index("a", refresh_s=0, kind="ivf-fp16"), open_index("b", refresh_s=0, kind="ivf-fp16")
+    v = _vecs(400, seed=3)
+    a.replace_sources([("doc1", "h", _chunks("one", 100), v[:100])])
+    assert len(b) == 100 and b.structure == "ivf-fp16"  # len() refreshes: trained on the 100
+    assert b.search(v[42], 1)[0].text == "one 42"
+    a.replace_sources([("doc2", "h", _chunks("two", 300), v[100:])])  # 400 = 4 x 100: kept, vectors added
+    assert len(b) == 400 and b.search(v[250], 1)[0].text == "two 150"
+    a.replace_sources([("doc3", "h", _chunks("three", 1), _vecs(1, seed=9))])  # 401 > 4 x 100: retrained
+    assert len(b) == 401 and b.faiss.ntotal == b.store.count() and b._trained_on == 401
+    a.delete_source("doc2")
+    assert len(b) == 101 and b.search(v[7], 1)[0].text == "one 7"
