@@ -174,7 +174,6 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
     """Prepare the models (dequantize the default policy and export it and the query embedder to
     ONNX, once) and optionally the demo index."""
     from policy.models import ModelNotFoundError, resolve_policy
-    from retrieval.models import resolve_embedder
 
     s = _settings(model=model, index_dir=index)
     try:
@@ -186,10 +185,9 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
             from policy.onnx_backend import export_onnx
 
             typer.echo(f"onnx     {s.precision}: {export_onnx(path, s.precision, s.cache_dir, log=typer.echo)}")
-        resolve_embedder(s.embedder)  # a missing package is named here, before any model loads
         from retrieval.embedder import Embedder
 
-        emb = Embedder(s.embedder)  # exports the query path to ONNX once
+        emb = Embedder(s.embedder)  # exports the query path to ONNX once; LookupError names a missing package
         typer.echo(f"embedder {s.embedder}: {emb.path} (queries: {emb.query_model or 'torch'})")
     except (ModelNotFoundError, LookupError) as exc:
         _fail(str(exc))

@@ -80,6 +80,7 @@ def hybrid_bench(source_index: Path, n: int) -> None:
     import sqlite3
 
     from retrieval.chunking import Chunk
+    from retrieval.embedder import Embedder
     from retrieval.eval import load_questions
     from retrieval.index import ChunkIndex
     from retrieval.retriever import Retriever
@@ -102,8 +103,9 @@ def hybrid_bench(source_index: Path, n: int) -> None:
         idx.save()
         idx.close()
         tops: dict = {}
+        emb = Embedder()  # one embedder for both openings
         for kind in ("flat-fp16", "auto"):  # each rebuilds the FAISS cache from the store
-            r = Retriever(d, index_kind=kind)
+            r = Retriever(d, emb, index_kind=kind)
             built = r.index.structure
             for mode, decay in (("dense", 1.0), ("lexical", 1.0), ("hybrid", 1.0), ("hybrid", 0.5)):
                 for q in questions[:5]:

@@ -185,7 +185,6 @@ class ChunkIndex:
                                             faiss.METRIC_INNER_PRODUCT)
         idx.train(train)
         idx.nprobe = ivf_probes(nlist)
-        self._trained_on = n
         return idx
 
     @property
@@ -224,10 +223,12 @@ class ChunkIndex:
         kind = self._structure(self.store.count())
         if kind == "ivf-fp16":  # trained on every stored vector of one snapshot, then filled
             parts: list[tuple[np.ndarray, np.ndarray]] = []
-            self._gen = self.store.snapshot(lambda ids, vecs: parts.append((ids, np.array(vecs))))
+            self._gen = self.store.snapshot(lambda ids, vecs: parts.append((ids, vecs)))  # fresh arrays per batch
             ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
             vecs = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, self.dim), dtype=np.float32)
+            kind = self._structure(len(ids))  # the snapshot decides: a writer may have deleted since the count
             idx = self._new_index(kind, vecs)
+            self._trained_on = len(ids) if kind == "ivf-fp16" else 0
             if len(ids):
                 idx.add_with_ids(vecs, ids)
         else:

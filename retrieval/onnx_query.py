@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +120,6 @@ class OnnxQueryEncoder:
             enc = dict(model.tokenizer([PROBES[0]], return_tensors="pt"))
             enc.setdefault("token_type_ids", torch.zeros_like(enc["input_ids"]))
             axes = {k: {0: "batch", 1: "tokens"} for k in (*_INPUTS, "last_hidden_state")}
-            import warnings
-
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
                 torch.onnx.export(Body(hf), tuple(enc[k] for k in _INPUTS), str(tmp / "model.onnx"),
