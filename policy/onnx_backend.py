@@ -38,7 +38,7 @@ from policy.base import GenerationParams
 from policy.entropy import numpy_entropy
 from policy.local import LocalPolicy, Slot, special_tokens
 from policy.modes import eos_token_ids
-from policy.models import export_key  # noqa: F401 - the cache folder's key, also used here
+from policy.models import _file_lock, cache_dir, export_key
 
 PRECISIONS = ("int4", "int8", "fp32")
 SOURCE_FILE = "thinkgate_source.json"  # what an export was made from
@@ -68,8 +68,6 @@ def export_onnx(checkpoint: str | Path, precision: str = "int8", root: Path | No
         ValueError: unknown precision or not a checkpoint dir.
         RuntimeError: the builder failed (its last output lines are in the message).
     """
-    from policy.models import _file_lock, cache_dir
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     ckpt = Path(checkpoint).resolve()

@@ -81,6 +81,8 @@ IVF_MIN_CHUNKS = 50_000
 IVF_MIN_TRAIN = 39
 #: an inverted file searches 1/IVF_PROBE_DIVISOR of its lists
 IVF_PROBE_DIVISOR = 4
+#: an inverted file is retrained once the chunk count leaves [trained / this, trained × this]
+IVF_RETRAIN_FACTOR = 4
 
 
 def ivf_lists(n: int) -> int:
@@ -169,7 +171,7 @@ class ChunkIndex:
         if built == "ivf-fp16":
             if self.kind not in ("auto", "ivf-fp16") or (self.kind == "auto" and n < IVF_MIN_CHUNKS // 2):
                 return False
-            return trained_on // 4 <= n <= trained_on * 4
+            return trained_on // IVF_RETRAIN_FACTOR <= n <= trained_on * IVF_RETRAIN_FACTOR
         return built == self._structure(n)
 
     def _new_index(self, kind: str, train: np.ndarray | None = None):
