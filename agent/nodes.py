@@ -53,6 +53,14 @@ def _role(msg) -> str:
     return {"human": "user", "ai": "assistant"}.get(msg.type, msg.type)
 
 
+def answer_lead(runtime: Runtime[Context]) -> list[int]:
+    """Token ids of `AgentConfig.answer_prefix` (e.g. ``Answer:``), forced before every direct answer
+    the agent drafts, probes or writes after ``</think>``; empty when the prefix is "". The prefix
+    is prompt, not completion: it is never streamed nor counted in ``usage``."""
+    prefix = runtime.context.config.answer_prefix
+    return runtime.context.policy.tokenize(prefix) if prefix else []
+
+
 async def _run(runtime: Runtime[Context], ids: list[int], params: GenerationParams, kind: str | None) -> Generation:
     """Generate from `ids`; when `kind` is set, stream each text delta as that kind."""
     emit = None if kind is None else (lambda text: runtime.stream_writer({"type": kind, "text": text}))
@@ -142,7 +150,9 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
         return {"decision": "answer", "reason": no_room, "tokens": tokens}
     # the draft ends at the first paragraph break (what a model rambles after its answer is not
     # scored) or as soon as the model opens <think> itself (a warmed-up model's decision)
-    gen = await _run(runtime, transcript, GenerationParams(max_tokens=n_draft, stop=("\n\n", THINK_OPEN)), None)
+    lead = answer_lead(runtime)  # the direct answer is forced ("Answer:"): its entropy is the signal
+    gen = await _run(runtime, transcript + lead, GenerationParams(max_tokens=n_draft, stop=("\n\n", THINK_OPEN)),
+                     None)
     score = aggregate(gen.entropies, gen.varentropies)
     value = score[cfg.score]
     tokens["draft"] = len(gen.token_ids)
@@ -164,8 +174,8 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
     if not keep:
         tokens["probe"], tokens["draft"] = tokens["probe"] + tokens["draft"], 0
     if decision == "answer" and keep:
-        _emit(runtime, "content", gen.text)
-        update["transcript"] = transcript + gen.token_ids
+        _emit(runtime, "content", gen.text.lstrip() if lead else gen.text)
+        update["transcript"] = transcript + lead + gen.token_ids
         update["answer"] = gen.text
         ended = gen.finish_reason == "stop" and not isinstance(gen.stop_reason, str)  # EOS, not "\n\n"
         if ended or len(gen.token_ids) >= budget.total:
@@ -249,7 +259,7 @@ async def probe(state: State, runtime: Runtime[Context]) -> dict:
         return {"exit_reason": "budget", "reason": state["reason"] + f"; stopped at the thinking budget of "
                                                                      f"{budget.think} tokens"}
     close = ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
-    prefix = state["transcript"] + close
+    prefix = state["transcript"] + close + answer_lead(runtime)
     gen = await _run(runtime, prefix, GenerationParams(max_tokens=min(cfg.probe_tokens, left)), None)
     tokens["probe"] += len(gen.token_ids)
     score = aggregate(gen.entropies)
@@ -259,7 +269,7 @@ async def probe(state: State, runtime: Runtime[Context]) -> dict:
     if score["mean"] <= cfg.tau_exit:
         tokens["probe"] -= len(gen.token_ids)  # kept: these tokens are the answer's start
         tokens["draft"] += len(gen.token_ids)
-        _emit(runtime, "content", gen.text)
+        _emit(runtime, "content", gen.text.lstrip())
         update.update(exit_reason="certain", closed=True, transcript=prefix + gen.token_ids, answer=gen.text,
                       reason=state["reason"] + f"; probe entropy {score['mean']:.3f} <= tau_exit {cfg.tau_exit} "
                                                f"after step {len(steps)}")
@@ -279,7 +289,9 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     text = state.get("answer", "")
     finish = state.get("finish_reason", "")
     if state["decision"] == "think" and not state.get("closed"):
-        transcript += ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
+        transcript += ctx.policy.tokenize("\n" + THINK_CLOSE + "\n") + answer_lead(runtime)
+    elif state.get("exit_reason") == "model_closed" and answer_lead(runtime):  # the model wrote </think>
+        transcript += ctx.policy.tokenize("\n") + answer_lead(runtime)
     reasoning = state.get("reasoning", "")
     # with a vote coming, this greedy answer is its first sample: shown as reasoning; the vote sends
     # the chosen answer as content

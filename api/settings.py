@@ -40,8 +40,9 @@ class Settings(BaseSettings):
                          description="policy backend: auto (onnx on a CPU-only machine, else transformers), onnx "
                                      "(onnxruntime-genai, CPU, quantized), transformers (CPU/GPU, fp32 reference), "
                                      "vllm (in-process GPU) or remote")
-    precision: Literal[PRECISIONS] = Field("int8",  # type: ignore[valid-type]
-                           description="weights of the onnx backend's export (made once, cached)")
+    precision: Literal[PRECISIONS] | None = Field(None,  # type: ignore[valid-type]
+                           description="weights of the onnx backend's export (made once, cached); default: the "
+                                       "registry's measured choice for the model (int4 for the Qwen models), else int8")
     remote_url: str | None = Field(None, description="OpenAI-compatible completions server for backend=remote")
     device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")
     reasoning_effort: ReasoningEffort = Field("auto", description="default when a request names none")

@@ -83,14 +83,15 @@ def serve(model: Optional[str] = typer.Option(None, help="registered name, check
     import uvicorn
 
     from api.app import create_app
+    from policy.fetch import PrepareError
     from policy.models import ModelNotFoundError, resolve_policy
 
     s = _settings(model=model, index_dir=index, host=host, port=port, device=device)
     if demo:
         s.demo_index = True
     try:
-        resolve_policy(s.model, s.cache_dir)  # fail fast, before the server binds
-    except ModelNotFoundError as exc:
+        resolve_policy(s.model, s.cache_dir, log=typer.echo)  # fail fast, before the server binds
+    except (ModelNotFoundError, PrepareError) as exc:
         _fail(str(exc))
     _check_database(s.database_url)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -173,23 +174,29 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
             index: Optional[Path] = IndexOpt):
     """Prepare the models (dequantize the default policy and export it and the query embedder to
     ONNX, once) and optionally the demo index."""
-    from policy.models import ModelNotFoundError, resolve_policy
+    from policy.fetch import PrepareError
+    from policy.models import ModelNotFoundError, default_precision, resolve_policy
 
     s = _settings(model=model, index_dir=index)
     try:
-        path = resolve_policy(s.model, s.cache_dir)
+        path = resolve_policy(s.model, s.cache_dir, log=typer.echo)
         typer.echo(f"policy   {s.model}: {path}")
         from policy.models import default_backend
 
         if (default_backend() if s.backend == "auto" else s.backend) == "onnx":
             from policy.onnx_backend import export_onnx
 
-            typer.echo(f"onnx     {s.precision}: {export_onnx(path, s.precision, s.cache_dir, log=typer.echo)}")
+            prec = s.precision or default_precision(s.model)
+            try:
+                exp = export_onnx(path, prec, s.cache_dir, log=typer.echo)
+            except RuntimeError as exc:
+                raise PrepareError("export", str(exc).splitlines()[0]) from exc
+            typer.echo(f"onnx     {prec}: {exp}")
         from retrieval.embedder import Embedder
 
         emb = Embedder(s.embedder)  # exports the query path to ONNX once; LookupError names a missing package
         typer.echo(f"embedder {s.embedder}: {emb.path} (queries: {emb.query_model or 'torch'})")
-    except (ModelNotFoundError, LookupError) as exc:
+    except (ModelNotFoundError, LookupError, PrepareError) as exc:
         _fail(str(exc))
     if demo:
         r = _retriever(index)

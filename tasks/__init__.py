@@ -10,6 +10,7 @@ define none of it themselves, so what is trained is what is served.
   no-think targets, answer extraction, scorer).
 - `tasks.arithmetic`: chain sums from reasoning-gym in an easy and a hard bucket, with
   programmatic running-total traces; varied user phrasings.
+- `tasks.numeric`: GSM-Symbolic word problems, multi-digit and one-step arithmetic (reasoning-gym).
 - `tasks.docs`: the documentation QA set (`tasks/data/docs_qa.jsonl`).
 - `tasks.ntr`: next-token reasoning (RPT): its own prompt, prefix-match scorer, positions
   from the documentation corpus and from arithmetic statements.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from tasks.base import Item, TaskFamily
 
-TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr")
+TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr", "gsm", "multidigit", "onestep")
 
 
 def family(item: Item) -> TaskFamily:
@@ -30,9 +31,9 @@ def family(item: Item) -> TaskFamily:
     Raises:
         KeyError: an unknown family name.
     """
-    from tasks import arithmetic, docs, ntr
+    from tasks import arithmetic, docs, ntr, numeric
 
-    families = {"arith": arithmetic.FAMILY, "docs": docs.FAMILY, "ntr": ntr.FAMILY}
+    families = {"arith": arithmetic.FAMILY, "docs": docs.FAMILY, "ntr": ntr.FAMILY, "numeric": numeric.FAMILY}
     return families[item.family]
 
 
@@ -45,7 +46,8 @@ def render_prompt(tokenizer, item: Item, passages: list[dict] | None = None) -> 
 
 
 def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) -> list[Item]:
-    """Items of task set `name`: arith-easy, arith-hard, arith (both buckets, n each), docs, ntr.
+    """Items of task set `name`: arith-easy, arith-hard, arith (both buckets, n each), docs, ntr, gsm,
+    multidigit, onestep (`tasks.numeric`).
 
     Args:
         n: items (per bucket for ``arith``).
@@ -56,8 +58,10 @@ def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) ->
     Raises:
         ValueError: an unknown name, or ``ntr`` without `ntr_file`.
     """
-    from tasks import arithmetic, docs, ntr
+    from tasks import arithmetic, docs, ntr, numeric
 
+    if name in numeric.SETS:
+        return numeric.make_items(name, n, seed)
     if name in ("arith-easy", "arith-hard"):
         return arithmetic.make_items(name.split("-")[1], n, seed)
     if name == "arith":

@@ -248,3 +248,16 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log.close()
+
+
+def tiny_qwen2(vocab_size: int, seed: int = 0, hidden_size: int = 64, max_positions: int = 512):
+    """A 2-layer random-init Qwen2 (the architecture of Qwen2.5: biased q/k/v projections, untied
+    embeddings as in the dequantized GGUF; 4 heads of 16, 2 KV heads for onnxruntime's GQA)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=max_positions, tie_word_embeddings=False)
+    return Qwen2ForCausalLM(cfg).eval()

@@ -12,10 +12,10 @@ INT8_TOL = 0.1     # nats, mean |ΔH| over the shared greedy prefix, int8 vs fp3
 
 @pytest.fixture(scope="module")
 def engines():
-    from policy.models import load_policy
+    from policy.models import TEST_POLICY, load_policy
 
-    ref = load_policy(None, backend="transformers", device="cpu", cache_slots=1)
-    return ref, {p: load_policy(None, backend="onnx", precision=p, cache_slots=1) for p in ("fp32", "int8")}
+    ref = load_policy(TEST_POLICY, backend="transformers", device="cpu", cache_slots=1)
+    return ref, {p: load_policy(TEST_POLICY, backend="onnx", precision=p, cache_slots=1) for p in ("fp32", "int8")}
 
 
 async def test_fp32_export_matches_transformers_and_int8_stays_close(engines):

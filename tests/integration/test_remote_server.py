@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from policy.base import GenerationParams
-from policy.models import _POLICIES, DEFAULT_POLICY, cache_dir, package_dir, resolve_policy
+from policy.models import REGISTRY, TEST_POLICY, cache_dir, package_dir, resolve_policy
 from policy.remote import RemotePolicy
 from tests.helpers import ServerProcess
 from tests.pgcluster import free_port
@@ -42,7 +42,7 @@ def _binary() -> Path:
 
 
 def _gguf() -> Path:
-    module, filename, pip_name = _POLICIES[DEFAULT_POLICY]
+    module, filename, pip_name = REGISTRY[TEST_POLICY].package
     return package_dir(module, pip_name) / filename
 
 
@@ -69,11 +69,11 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir():
-    return resolve_policy(DEFAULT_POLICY, cache_dir())
+    return resolve_policy(TEST_POLICY, cache_dir())
 
 
 def _remote(url: str, model_dir) -> RemotePolicy:
-    return RemotePolicy(url, DEFAULT_POLICY, str(model_dir), max_context=8192)
+    return RemotePolicy(url, TEST_POLICY, str(model_dir), max_context=8192)
 
 
 def test_topk_entropy_tracks_the_exact_one(server, model_dir):

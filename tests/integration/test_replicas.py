@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from policy.models import TEST_POLICY
 from tests.helpers import ServerProcess
 from tests.pgcluster import free_port
 
@@ -26,7 +27,8 @@ class Replica(ServerProcess):
 
     def __init__(self, name: str, database_url: str, tmp: Path):
         env = {**os.environ, "THINKGATE_DATABASE_URL": database_url, "THINKGATE_INDEX_DIR": str(tmp / name),
-               "THINKGATE_INDEX_REFRESH_S": "1.0", "THINKGATE_TAU_THINK": "100"}
+               "THINKGATE_INDEX_REFRESH_S": "1.0", "THINKGATE_TAU_THINK": "100",
+               "THINKGATE_MODEL": TEST_POLICY}
         port = free_port()
         super().__init__([sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "warning"],
                          port, tmp / f"{name}.log", env=env, cwd=ROOT)

@@ -9,7 +9,7 @@ import pytest
 from agent.config import AgentConfig
 from api.app import create_app
 from api.settings import Settings
-from policy.models import cache_dir
+from policy.models import TEST_POLICY, cache_dir
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).parent.parent / "data"
@@ -25,7 +25,8 @@ async def client(tmp_path_factory):
     retriever = Retriever(tmp / "index")
     rep = retriever.ingest([DATA], progress=False)
     assert rep.files_indexed == 4 and rep.chunks_added >= 8
-    settings = Settings(cache_dir=cache_dir(), index_dir=tmp / "index", threads_db=tmp / "threads.sqlite")
+    settings = Settings(model=TEST_POLICY, cache_dir=cache_dir(), index_dir=tmp / "index",
+                        threads_db=tmp / "threads.sqlite")
     # defaults pinned: a thinkgate.json written by a calibration run must not change what is tested
     app = create_app(settings, retriever=retriever, agent_config=AgentConfig())
     async with app.router.lifespan_context(app):

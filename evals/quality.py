@@ -1,0 +1,253 @@
+"""``python -m evals.quality``: answer quality of a served policy, at once and step by step, and its gate.
+
+Contract:
+- ``run``: every item of each set (`tasks.load_items`: gsm, multidigit, onestep, docs, …; a split
+  seed) is answered twice, greedily, on the served backend (`policy.models.load_policy`, onnx on a
+  CPU) and on the served prompt (`tasks.render_prompt`, passages retrieved as the agent does when
+  ``--index`` is given):
+  * direct: the model's `AgentConfig.answer_prefix` (``Answer:``) is forced and the answer drafted
+    up to ``--direct-tokens``, stopping at a blank line — exactly the agent's gate draft, whose mean
+    entropy over its first `draft_tokens` tokens (nats) is the gate's score;
+  * step by step: ``<think>\\n`` forced, reasoning up to ``--think-tokens`` (stop at ``</think>``),
+    then ``\\n</think>\\n`` (or ``\\n`` after the model's own ``</think>``) + the prefix and the answer,
+    as the agent's answer node writes it (a model that ends its turn inside ``<think>`` answers with
+    its last paragraph, as in the agent).
+  Rows are `agent.forced.ForcedRecord` dicts plus the draft's per-token entropies, appended to
+  ``<out>/<model>/<split>-<set>.jsonl``; a re-run skips the ids already there (resumable).
+- ``report``: per set, accuracy of both modes with 95 % Wilson intervals, their paired difference
+  (95 % interval, exact McNemar p) and mean generated tokens; on the mix of the sets, the AUROC of
+  the gate's score against "thinking helped" (`agent.stats.auroc`), τ_think calibrated on the dev
+  rows (`agent.stats.calibrate`, entropy mode) and the test outcome of never / always / gated /
+  oracle. Writes ``<out>/report.md`` and ``<out>/report.json``; ``--write-calibration FILE`` writes
+  the chosen thresholds as a ``thinkgate.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+SPLITS = {"dev": 2, "test": 3}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_tokens: int,
+                      answer_tokens: int) -> dict:
+    """Direct and step-by-step completions of one prompt (see the module contract).
+
+    Returns:
+        dict with direct_text, direct_tokens, draft_entropies (nats, one per direct token),
+        think_text (``<think>…</think>`` + answer), think_tokens (reasoning + answer tokens).
+    """
+    from policy.base import GenerationParams
+    from policy.format import THINK_CLOSE, THINK_OPEN
+
+    lead = policy.tokenize(cfg.answer_prefix) if cfg.answer_prefix else []
+    eos = set(policy.eos_token_ids)
+    d = await policy.generate(prompt + lead, GenerationParams(max_tokens=direct_tokens, stop=("\n\n", THINK_OPEN)))
+    open_ids = policy.tokenize(THINK_OPEN + "\n")
+    t = await policy.generate(prompt + open_ids, GenerationParams(max_tokens=think_tokens, stop=(THINK_CLOSE,)))
+    ids = t.token_ids[:-1] if t.token_ids and t.token_ids[-1] in eos else list(t.token_ids)
+    ended = len(ids) < len(t.token_ids)
+    reasoning = policy.detokenize(ids)
+    if ended:  # the model ended its turn inside <think>: its last paragraph is its answer (agent.nodes.answer)
+        paras = [p for p in reasoning.strip().split("\n\n") if p.strip()]
+        answer, n_answer = (paras[-1] if paras else ""), 0
+        text = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n{answer}"
+    else:
+        closed = THINK_CLOSE in reasoning
+        tail = policy.tokenize("\n" if closed else "\n" + THINK_CLOSE + "\n") + lead
+        a = await policy.generate(prompt + open_ids + ids + tail, GenerationParams(max_tokens=answer_tokens,
+                                                                                   stop=("\n\n",)))
+        answer, n_answer = a.text, len(a.token_ids)
+        text = f"{THINK_OPEN}\n{reasoning}" + ("\n" if closed else f"\n{THINK_CLOSE}\n") + answer
+    return {"direct_text": d.text, "direct_tokens": len(d.token_ids), "draft_entropies": [round(e, 4) for e in d.entropies],
+            "think_text": text, "think_tokens": len(t.token_ids) + n_answer}
+
+
+def rows_path(out: Path, model: str, split: str, name: str) -> Path:
+    return out / Path(model).name / f"{split}-{name}.jsonl"
+
+
+def run(args) -> None:
+    """The ``run`` command: answer every item of every set, appending rows (resumable)."""
+    from agent.config import AgentConfig
+    from policy.models import load_policy, resolve_policy
+    from tasks import family, load_items, render_prompt
+
+    path = resolve_policy(args.model)
+    cfg = AgentConfig.for_model(path, answer_prefix=args.answer_prefix)
+    policy = load_policy(args.model, backend=args.backend, precision=args.precision)
+    retriever = None
+    if args.index:
+        from retrieval.retriever import Retriever
+
+        retriever = Retriever(Path(args.index))
+    for name in args.sets:
+        items = load_items(name, args.n, SPLITS[args.split])
+        dest = rows_path(Path(args.out), args.model, args.split, name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        done = {json.loads(ln)["id"] for ln in dest.read_text().splitlines()} if dest.exists() else set()
+        todo = [it for it in items if it.id not in done]
+        _log(f"{args.model} {args.split}/{name}: {len(todo)} of {len(items)} items to answer")
+        t0, toks = time.perf_counter(), 0
+        for k, it in enumerate(todo, 1):
+            passages = None
+            if it.retrieval and retriever is not None:
+                from tasks.prompt import select_passages
+
+                passages = select_passages(retriever.search(it.question, cfg.top_k), cfg.top_k,
+                                           min_score=cfg.min_passage_score, special_tokens=policy.special_tokens)
+            prompt = policy.tokenize(render_prompt(policy.tokenizer, it, passages))
+            r = asyncio.run(answer_both(policy, prompt, cfg, args.direct_tokens, args.think_tokens, args.answer_tokens))
+            fam = family(it)
+            ents = r["draft_entropies"][: cfg.draft_tokens]
+            row = {"id": it.id, "family": it.family, "bucket": it.bucket, "p_think": 0.0, "learned_think": False,
+                   "draft_entropy": sum(ents) / len(ents) if ents else 0.0, "draft_tokens": len(ents),
+                   "direct_text": r["direct_text"], "direct_tokens": r["direct_tokens"],
+                   "direct_score": fam.score(r["direct_text"], it), "think_text": r["think_text"],
+                   "think_tokens": r["think_tokens"], "think_score": fam.score(r["think_text"], it),
+                   "meta": {"set": name, "answer": it.answer, "question": it.question[:300],
+                            "draft_entropies": r["draft_entropies"],
+                            "sources": [p["source"] for p in passages or []]}}
+            with dest.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            toks += r["direct_tokens"] + r["think_tokens"]
+            if k % 10 == 0 or k == len(todo):
+                dt = time.perf_counter() - t0
+                _log(f"  {k}/{len(todo)}  {toks / dt:.1f} tok/s  eta {dt / k * (len(todo) - k) / 60:.1f} min")
+
+
+def load_rows(out: Path, model: str, split: str, sets: list[str], draft_tokens: int | None = None) -> list:
+    """ForcedRecords of `model` on `split` over `sets` (rows that exist); `draft_tokens` re-scores the
+    gate's draft over that many leading tokens."""
+    from agent.forced import ForcedRecord
+
+    recs = []
+    for name in sets:
+        p = rows_path(out, model, split, name)
+        if not p.exists():
+            continue
+        for ln in p.read_text().splitlines():
+            d = json.loads(ln)
+            if draft_tokens:
+                ents = d["meta"]["draft_entropies"][:draft_tokens]
+                d["draft_entropy"], d["draft_tokens"] = (sum(ents) / len(ents) if ents else 0.0), len(ents)
+            recs.append(ForcedRecord(**d))
+    return recs
+
+
+def report(args) -> dict:
+    """The ``report`` command (see the module contract); returns what it writes to report.json."""
+    from agent.stats import auroc, calibrate, decide, helped, paired, summarize
+
+    out = Path(args.out)
+    res: dict = {"model": args.model, "sets": {}, "mix": {}}
+    lines = [f"# {args.model}: answered at once vs step by step (greedy, served backend)", "",
+             "| set | n | at once [95 % CI] | step by step [95 % CI] | Δ [95 % CI] | McNemar p | tokens at once | tokens step by step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in args.sets:
+        recs = load_rows(out, args.model, "test", [name])
+        if not recs:
+            continue
+        never, always = decide(recs, "never"), decide(recs, "always")
+        sn, sa, pd = summarize(never), summarize(always), paired(always, never)
+        res["sets"][name] = {"never": sn, "always": sa, "always_minus_never": pd}
+        lines.append(f"| {name} | {len(recs)} | {sn['accuracy']:.3f} [{sn['ci'][0]:.3f}, {sn['ci'][1]:.3f}] | "
+                     f"{sa['accuracy']:.3f} [{sa['ci'][0]:.3f}, {sa['ci'][1]:.3f}] | {pd['diff']:+.3f} "
+                     f"[{pd['ci'][0]:+.3f}, {pd['ci'][1]:+.3f}] | {pd['p']:.3g} | {sn['total_tokens']:.1f} | "
+                     f"{sa['total_tokens']:.1f} |")
+    test = load_rows(out, args.model, "test", args.mix, args.draft_tokens)
+    dev = load_rows(out, args.model, "dev", args.mix, args.draft_tokens)
+    if test:
+        au = auroc([r.draft_entropy for r in test], helped(test))
+        res["mix"]["auroc_test"] = au
+        res["mix"]["n_test"] = len(test)
+        res["mix"]["helped_test"] = sum(helped(test))
+        lines += ["", f"## The gate on the mix ({', '.join(args.mix)}; draft of {args.draft_tokens or 'the agent'}'s tokens after "
+                      f"the forced prefix)", "",
+                  f"AUROC of the draft's mean entropy against 'thinking helped' on test: **{au:.3f}** "
+                  f"(n = {len(test)}, helped on {sum(helped(test))})."]
+        if dev:
+            res["mix"]["auroc_dev"] = auroc([r.draft_entropy for r in dev], helped(dev))
+            cal = calibrate(dev, args.cost_per_100, mode="entropy")
+            tau = cal["tau_think"]
+            res["mix"]["calibration"] = {k: v for k, v in cal.items() if k != "sweep"}
+            rows = {m: decide(test, m, tau) for m in ("never", "always", "entropy", "oracle")}
+            s = {m: summarize(v) for m, v in rows.items()}
+            res["mix"]["test"] = s
+            res["mix"]["gated_minus_never"] = paired(rows["entropy"], rows["never"])
+            res["mix"]["gated_minus_always"] = paired(rows["entropy"], rows["always"])
+            ratio = s["entropy"]["total_tokens"] / max(s["always"]["total_tokens"], 1e-9)
+            res["mix"]["gated_token_share_of_always"] = ratio
+            lines += [f"τ_think calibrated on dev (n = {len(dev)}, AUROC {res['mix']['auroc_dev']:.3f}; objective accuracy − "
+                      f"{args.cost_per_100} × tokens / 100): **{tau}** nats.", "",
+                      "| mode (test) | accuracy [95 % CI] | think-rate | mean generated tokens |", "|---|---|---|---|"]
+            for m, label in (("never", "never think"), ("always", "always think"), ("entropy", f"gated (τ {tau})"),
+                             ("oracle", "oracle")):
+                lines.append(f"| {label} | {s[m]['accuracy']:.3f} [{s[m]['ci'][0]:.3f}, {s[m]['ci'][1]:.3f}] | "
+                             f"{s[m]['think_rate']:.2f} | {s[m]['total_tokens']:.1f} |")
+            gn, ga = res["mix"]["gated_minus_never"], res["mix"]["gated_minus_always"]
+            lines += ["", f"gated − never: {gn['diff']:+.3f} [{gn['ci'][0]:+.3f}, {gn['ci'][1]:+.3f}], p {gn['p']:.3g}; "
+                          f"gated − always: {ga['diff']:+.3f} [{ga['ci'][0]:+.3f}, {ga['ci'][1]:+.3f}], p {ga['p']:.3g}; "
+                          f"gated tokens = {ratio:.1%} of always-think's."]
+            if args.write_calibration:
+                from policy.models import default_precision
+
+                calib = {"_comment": f"calibrated by python -m evals.quality report on dev (seed {SPLITS['dev']}) of "
+                                     f"{', '.join(args.mix)}", "answer_prefix": args.answer_prefix or "Answer:",
+                         "tau_think": tau, "draft_tokens": args.draft_tokens or 16,
+                         "calibrated": {"backend": "onnx", "weights": default_precision(args.model),
+                                        "n_dev": len(dev), "auroc_dev": round(res["mix"]["auroc_dev"], 4),
+                                        "auroc_test": round(au, 4)}}
+                Path(args.write_calibration).write_text(json.dumps(calib, indent=2) + "\n")
+    (out / "report.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m evals.quality", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="answer the items of each set at once and step by step (resumable)")
+    r.add_argument("--model", default=None, help="registered name or checkpoint dir (default: the served default)")
+    r.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep"])
+    r.add_argument("--split", choices=list(SPLITS), default="test")
+    r.add_argument("--n", type=int, default=150, help="items per set")
+    r.add_argument("--backend", default="auto")
+    r.add_argument("--precision", default=None)
+    r.add_argument("--index", default=None, help="index dir: retrieve passages for items that use retrieval")
+    r.add_argument("--answer-prefix", default=None, help="override the model's AgentConfig.answer_prefix")
+    r.add_argument("--direct-tokens", type=int, default=32)
+    r.add_argument("--think-tokens", type=int, default=256)
+    r.add_argument("--answer-tokens", type=int, default=32)
+    r.add_argument("--out", default="docs/results/quality")
+    p = sub.add_parser("report", help="tables, AUROC and calibration from the rows of run")
+    p.add_argument("--model", required=True)
+    p.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep", "docs"])
+    p.add_argument("--mix", nargs="+", default=["gsm", "multidigit", "onestep", "docs"])
+    p.add_argument("--draft-tokens", type=int, default=None, help="gate draft length to score (default: as run)")
+    p.add_argument("--cost-per-100", type=float, default=0.05, help="calibration: accuracy points per 100 tokens")
+    p.add_argument("--answer-prefix", default=None)
+    p.add_argument("--write-calibration", default=None, help="write the chosen thresholds to this thinkgate.json")
+    p.add_argument("--out", default="docs/results/quality")
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        from policy.models import DEFAULT_POLICY
+
+        args.model = args.model or DEFAULT_POLICY
+        run(args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()
