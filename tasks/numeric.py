@@ -5,9 +5,11 @@ Contract:
   dev 2, test 3) give disjoint streams (`_seed`):
   * ``gsm`` (hard): GSM-Symbolic word problems (``gsm_symbolic``; Mirzadeh et al., arXiv 2410.05229),
     reasoning-gym's own wording; the trace is its ``answer_cot``.
-  * ``multidigit`` (hard): ``basic_arithmetic`` with 2–3 terms of 3–4 digits and + − ×, e.g.
-    ``Calculate 4286 + 603 * 49.`` (precedence as in Python).
-  * ``onestep`` (easy): one + or − of two 1–2-digit numbers, e.g. ``Calculate 7 + 15.``
+  * ``multidigit`` (hard): ``basic_arithmetic`` with 2–3 terms, min_digits 3 / max_digits 4 and + − ×,
+    e.g. ``Calculate 4286 + 603 * 49.`` (precedence as in Python; reasoning-gym makes 9 % of the
+    operands shorter: 1–2 digits).
+  * ``onestep`` (easy): one + or − of two 1–2-digit numbers, e.g. ``Calculate 7 + 15.`` The space is
+    small, so splits share some questions (dev 50 vs test 150: 20 of 150 in common at n = 150 each).
 - Served without passages (`tasks.prompt.build_messages`, the agent's prompt).
 - `NumericFamily.extract`: the answer part (after ``</think>``), its first paragraph and first
   sentence, then the content of ``\\boxed{}`` if any, else the last number there; `score` is 1.0
@@ -76,7 +78,7 @@ def first_sentence(text: str) -> str:
     """The first paragraph's first sentence (a period followed by a space or the end closes it).
 
     >>> first_sentence(" 279 insects. Half of 186 is 93.")
-    ' 279 insects'
+    '279 insects'
     """
     para = text.strip().split("\n\n", 1)[0]
     return _SENTENCE_END.split(para, 1)[0]
