@@ -18,8 +18,9 @@ Contract:
   (95 % interval, exact McNemar p) and mean generated tokens; on the mix of the sets, the AUROC of
   the gate's score against "thinking helped" (`agent.stats.auroc`), τ_think calibrated on the dev
   rows (`agent.stats.calibrate`, entropy mode) and the test outcome of never / always / gated /
-  oracle. Writes ``<out>/report.md`` and ``<out>/report.json``; ``--write-calibration FILE`` writes
+  oracle. Writes ``<out>/<model>/report.md`` and ``report.json``; ``--write-calibration FILE`` writes
   the chosen thresholds as a ``thinkgate.json``.
+- ``table``: several models side by side, one row per (set, model), from their test rows.
 """
 from __future__ import annotations
 
@@ -209,10 +210,35 @@ def report(args) -> dict:
                                         "n_dev": len(dev), "auroc_dev": round(res["mix"]["auroc_dev"], 4),
                                         "auroc_test": round(au, 4)}}
                 Path(args.write_calibration).write_text(json.dumps(calib, indent=2) + "\n")
-    (out / "report.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    dest = out / Path(args.model).name
+    (dest / "report.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (dest / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return res
+
+
+def table(args) -> str:
+    """The ``table`` command: one markdown row per (set, model) from the models' rows on test, side by
+    side (accuracy at once and step by step with 95 % intervals, paired Δ, McNemar p, mean tokens)."""
+    from agent.stats import decide, paired, summarize
+
+    out = Path(args.out)
+    lines = ["| set | model | n | at once [95 % CI] | step by step [95 % CI] | Δ step − once [95 % CI], McNemar p | "
+             "tokens at once / step by step |", "|---|---|---|---|---|---|---|"]
+    for name in args.sets:
+        for model in args.models:
+            recs = load_rows(out, model, "test", [name])
+            if not recs:
+                continue
+            never, always = decide(recs, "never"), decide(recs, "always")
+            sn, sa, pd = summarize(never), summarize(always), paired(always, never)
+            lines.append(f"| {name} | {model} | {len(recs)} | {sn['accuracy']:.3f} [{sn['ci_low']:.3f}, {sn['ci_high']:.3f}] | "
+                         f"{sa['accuracy']:.3f} [{sa['ci_low']:.3f}, {sa['ci_high']:.3f}] | {pd['diff']:+.3f} "
+                         f"[{pd['ci_low']:+.3f}, {pd['ci_high']:+.3f}], p {pd['mcnemar_p']:.2g} | "
+                         f"{sn['total_tokens']:.0f} / {sa['total_tokens']:.0f} |")
+    text = "\n".join(lines)
+    print(text)
+    return text
 
 
 def main(argv=None) -> None:
@@ -240,12 +266,18 @@ def main(argv=None) -> None:
     p.add_argument("--answer-prefix", default=None)
     p.add_argument("--write-calibration", default=None, help="write the chosen thresholds to this thinkgate.json")
     p.add_argument("--out", default="docs/results/quality")
+    t = sub.add_parser("table", help="the models side by side on the test rows of each set")
+    t.add_argument("--models", nargs="+", required=True)
+    t.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep", "docs", "written", "task"])
+    t.add_argument("--out", default="docs/results/quality")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         from policy.models import DEFAULT_POLICY
 
         args.model = args.model or DEFAULT_POLICY
         run(args)
+    elif args.cmd == "table":
+        table(args)
     else:
         report(args)
 
