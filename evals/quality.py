@@ -209,7 +209,10 @@ def report(args) -> dict:
                          "calibrated": {"backend": "onnx", "weights": default_precision(args.model),
                                         "n_dev": len(dev), "auroc_dev": round(res["mix"]["auroc_dev"], 4),
                                         "auroc_test": round(au, 4)}}
-                Path(args.write_calibration).write_text(json.dumps(calib, indent=2) + "\n")
+                dest_cal = Path(args.write_calibration)
+                kept = json.loads(dest_cal.read_text()) if dest_cal.is_file() else {}
+                kept.update(calib)  # other settings of the file (budgets) stay
+                dest_cal.write_text(json.dumps(kept, indent=2) + "\n")
     dest = out / Path(args.model).name
     (dest / "report.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     (dest / "report.md").write_text("\n".join(lines) + "\n")

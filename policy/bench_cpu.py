@@ -65,12 +65,12 @@ def llama_decode(url: str, ids: list[int], n: int) -> float:
     return float(r.json()["timings"]["predicted_per_second"])
 
 
-def api_decode(url: str, n: int) -> tuple[float, int]:
+def api_decode(url: str, n: int, question: str = QUESTION) -> tuple[float, int]:
     """(decode tokens/s, completion tokens) of one streamed chat answer (effort none) through the API: the
     tokens after the first content delta (which carries the gate's draft) over the time from it to the last."""
     import httpx
 
-    body = {"messages": [{"role": "user", "content": QUESTION}], "stream": True, "reasoning_effort": "none",
+    body = {"messages": [{"role": "user", "content": question}], "stream": True, "reasoning_effort": "none",
             "max_completion_tokens": n, "stream_options": {"include_usage": True}}
     first = last = None
     usage, draft = None, 1
@@ -100,6 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", default=None, help="onnx export (default: the registry's choice)")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--question", default=QUESTION, help="the user message (the API run needs an answer of --tokens)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--llama-server", default=os.environ.get("THINKGATE_LLAMA_SERVER")
                     or str(cache_dir() / "llama.cpp" / "llama-server"))
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
     from tasks.prompt import build_messages
 
     pol = load_policy(args.model, backend="onnx", precision=prec, cache_slots=1, threads=args.threads)
-    ids = pol.chat_prompt(build_messages(QUESTION, []))
+    ids = pol.chat_prompt(build_messages(args.question, []))
     gguf = gguf_path(REGISTRY[args.model])
     lport, aport = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="thinkgate-bench-cpu-"))
@@ -132,7 +133,7 @@ def main(argv=None) -> None:
         _wait(lurl, "/health", llama)
         _wait(aurl, "/healthz", api)
         llama_decode(lurl, ids, 8)  # warm-ups
-        api_decode(aurl, 8)
+        api_decode(aurl, 8, args.question)
         rows: dict[str, list[float]] = {"llama.cpp": [], "onnx engine": [], "onnx + entropy": [],
                                         "onnx, entropy off": [], "thinkgate API": []}
         api_tokens = []
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
             pol._entropy = lambda logits: (0.0, 0.0)
             rows["onnx, entropy off"].append(asyncio.run(timed_stream(pol, ids, args.tokens))["rate"])
             del pol._entropy
-            rate, toks = api_decode(aurl, args.tokens)
+            rate, toks = api_decode(aurl, args.tokens, args.question)
             rows["thinkgate API"].append(rate)
             api_tokens.append(toks)
     finally:

