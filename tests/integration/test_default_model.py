@@ -31,45 +31,36 @@ async def client(tmp_path_factory):
             yield c
 
 
+async def chat(client, content: str, max_tokens: int, **extra) -> dict:
+    """One chat turn; asserts 200 and that usage stays within max_completion_tokens."""
+    r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}],
+                                                        "max_completion_tokens": max_tokens, **extra})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["usage"]["completion_tokens"] <= max_tokens
+    return j
+
+
 async def test_models_lists_the_default_qwen(client):
     j = (await client.get("/v1/models")).json()
     assert [m["id"] for m in j["data"]][0] == "qwen2.5-coder-0.5b-instruct"
 
 
 async def test_a_one_step_sum_is_answered_right_and_the_gate_follows_its_threshold(client):
-    r = await client.post("/v1/chat/completions", json={
-        "messages": [{"role": "user", "content": "What is 7 + 5?"}], "max_completion_tokens": 32,
-        "reasoning_effort": "none"})
-    assert r.status_code == 200, r.text
-    j = r.json()
-    msg = j["choices"][0]["message"]
+    msg = (await chat(client, "What is 7 + 5?", 32, reasoning_effort="none"))["choices"][0]["message"]
     assert "12" in msg["content"] and not msg["content"].startswith("Answer:")  # the prefix is prompt, not answer
-    assert j["usage"]["completion_tokens"] <= 32
-    r = await client.post("/v1/chat/completions", json={
-        "messages": [{"role": "user", "content": "What is 7 + 5?"}], "max_completion_tokens": 64})
-    tg = r.json()["thinkgate"]
+    tg = (await chat(client, "What is 7 + 5?", 64))["thinkgate"]
     score, tau = tg["entropy"]["mean"], tg["thresholds"]["tau_think"]
     assert tg["decision"] == ("answer" if score <= tau else "think"), tg["reason"]
-    assert r.json()["usage"]["completion_tokens"] <= 64
 
 
 async def test_a_docs_question_cites_its_passage_within_budget(client):
-    r = await client.post("/v1/chat/completions", json={
-        "messages": [{"role": "user", "content": "What is a list comprehension?"}], "max_completion_tokens": 64,
-        "reasoning_effort": "none"})
-    assert r.status_code == 200, r.text
-    j = r.json()
+    j = await chat(client, "What is a list comprehension?", 64, reasoning_effort="none")
     assert "list" in j["choices"][0]["message"]["content"].lower()
     assert j["thinkgate"]["sources"] and j["thinkgate"]["sources"][0]["source"].endswith("lists.md")
-    assert j["usage"]["completion_tokens"] <= 64
 
 
 async def test_reasoning_effort_high_thinks_within_budget(client):
-    r = await client.post("/v1/chat/completions", json={
-        "messages": [{"role": "user", "content": "A shop sells pens at 3 dollars each. Tom buys 4 pens and pays "
-                                                 "with a 20 dollar bill. How much change does he get?"}],
-        "max_completion_tokens": 200, "reasoning_effort": "high"})
-    assert r.status_code == 200, r.text
-    j = r.json()
+    j = await chat(client, "A shop sells pens at 3 dollars each. Tom buys 4 pens and pays with a 20 dollar bill. "
+                           "How much change does he get?", 200, reasoning_effort="high")
     assert j["thinkgate"]["decision"] == "think" and j["thinkgate"]["steps"]
-    assert j["usage"]["completion_tokens"] <= 200
