@@ -63,6 +63,17 @@ def answer_lead(runtime: Runtime[Context]) -> list[int]:
     return runtime.context.policy.tokenize(prefix) if prefix else []
 
 
+def answer_opening(policy, answer_prefix: str, model_closed: bool) -> list[int]:
+    """Token ids appended between reasoning and the answer that follows it: ``\\n</think>\\n`` then
+    `answer_prefix` when the agent closes thinking; after the model's own ``</think>``, ``\\n`` then the
+    prefix (nothing when there is no prefix). Shared by `probe`, `answer` and the evaluation
+    (`evals.quality`), so what is measured is what is served."""
+    lead = policy.tokenize(answer_prefix) if answer_prefix else []
+    if model_closed:
+        return policy.tokenize("\n") + lead if lead else []
+    return policy.tokenize("\n" + THINK_CLOSE + "\n") + lead
+
+
 async def _run(runtime: Runtime[Context], ids: list[int], params: GenerationParams, kind: str | None) -> Generation:
     """Generate from `ids`; when `kind` is set, stream each text delta as that kind."""
     emit = None if kind is None else (lambda text: runtime.stream_writer({"type": kind, "text": text}))
@@ -260,8 +271,7 @@ async def probe(state: State, runtime: Runtime[Context]) -> dict:
     if left < 1:
         return {"exit_reason": "budget", "reason": state["reason"] + f"; stopped at the thinking budget of "
                                                                      f"{budget.think} tokens"}
-    close = ctx.policy.tokenize("\n" + THINK_CLOSE + "\n")
-    prefix = state["transcript"] + close + answer_lead(runtime)
+    prefix = state["transcript"] + answer_opening(ctx.policy, cfg.answer_prefix, model_closed=False)
     gen = await _run(runtime, prefix, GenerationParams(max_tokens=min(cfg.probe_tokens, left)), None)
     tokens["probe"] += len(gen.token_ids)
     score = aggregate(gen.entropies)
@@ -290,10 +300,8 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     transcript = list(state["transcript"])
     text = state.get("answer", "")
     finish = state.get("finish_reason", "")
-    if state["decision"] == "think" and not state.get("closed"):
-        transcript += ctx.policy.tokenize("\n" + THINK_CLOSE + "\n") + answer_lead(runtime)
-    elif state.get("exit_reason") == "model_closed" and answer_lead(runtime):  # the model wrote </think>
-        transcript += ctx.policy.tokenize("\n") + answer_lead(runtime)
+    if state["decision"] == "think" and (not state.get("closed") or state.get("exit_reason") == "model_closed"):
+        transcript += answer_opening(ctx.policy, cfg.answer_prefix, state.get("exit_reason") == "model_closed")
     reasoning = state.get("reasoning", "")
     # with a vote coming, this greedy answer is its first sample: shown as reasoning; the vote sends
     # the chosen answer as content

@@ -47,6 +47,7 @@ async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_
         dict with direct_text, direct_tokens, draft_entropies (nats, one per direct token),
         think_text (``<think>…</think>`` + answer), think_tokens (reasoning + answer tokens).
     """
+    from agent.nodes import answer_opening
     from policy.base import GenerationParams
     from policy.format import THINK_CLOSE, THINK_OPEN
 
@@ -64,7 +65,7 @@ async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_
         text = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n{answer}"
     else:
         closed = THINK_CLOSE in reasoning
-        tail = policy.tokenize("\n" if closed else "\n" + THINK_CLOSE + "\n") + lead
+        tail = answer_opening(policy, cfg.answer_prefix, closed)
         a = await policy.generate(prompt + open_ids + ids + tail, GenerationParams(max_tokens=answer_tokens,
                                                                                    stop=("\n\n",)))
         answer, n_answer = a.text, len(a.token_ids)
