@@ -74,6 +74,16 @@ async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_
             "think_text": text, "think_tokens": len(t.token_ids) + n_answer}
 
 
+def draft_score(entropies: list[float], draft_tokens: int) -> tuple[float, int]:
+    """(mean entropy in nats, tokens) of the first `draft_tokens` of a draft: the gate's score; (0, 0) when empty.
+
+    >>> draft_score([1.0, 2.0, 9.0], 2)
+    (1.5, 2)
+    """
+    ents = entropies[:draft_tokens]
+    return (sum(ents) / len(ents) if ents else 0.0), len(ents)
+
+
 def rows_path(out: Path, model: str, split: str, name: str) -> Path:
     return out / Path(model).name / f"{split}-{name}.jsonl"
 
@@ -111,15 +121,15 @@ def run(args) -> None:
             prompt = policy.tokenize(render_prompt(policy.tokenizer, it, passages))
             r = asyncio.run(answer_both(policy, prompt, cfg, args.direct_tokens, args.think_tokens, args.answer_tokens))
             fam = family(it)
-            ents = r["draft_entropies"][: cfg.draft_tokens]
+            score, n_draft = draft_score(r["draft_entropies"], cfg.draft_tokens)
             row = {"id": it.id, "family": it.family, "bucket": it.bucket, "p_think": 0.0, "learned_think": False,
-                   "draft_entropy": sum(ents) / len(ents) if ents else 0.0, "draft_tokens": len(ents),
+                   "draft_entropy": score, "draft_tokens": n_draft,
                    "direct_text": r["direct_text"], "direct_tokens": r["direct_tokens"],
                    "direct_score": fam.score(r["direct_text"], it), "think_text": r["think_text"],
                    "think_tokens": r["think_tokens"], "think_score": fam.score(r["think_text"], it),
                    "meta": {"set": name, "answer": it.answer, "question": it.question[:300],
                             "draft_entropies": r["draft_entropies"],
-                            "sources": [p["source"] for p in passages or []]}}
+                            "sources": it.meta["shown"]}}
             with dest.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             toks += r["direct_tokens"] + r["think_tokens"]
@@ -141,8 +151,7 @@ def load_rows(out: Path, model: str, split: str, sets: list[str], draft_tokens: 
         for ln in p.read_text().splitlines():
             d = json.loads(ln)
             if draft_tokens:
-                ents = d["meta"]["draft_entropies"][:draft_tokens]
-                d["draft_entropy"], d["draft_tokens"] = (sum(ents) / len(ents) if ents else 0.0), len(ents)
+                d["draft_entropy"], d["draft_tokens"] = draft_score(d["meta"]["draft_entropies"], draft_tokens)
             recs.append(ForcedRecord(**d))
     return recs
 
