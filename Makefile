@@ -18,7 +18,7 @@ CORE   := $(VENV)/.installed-core
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-core models models-core docs demo-index serve postgres llama-server test test-fast test-integration bench train-ntr train-sft train-rl results results-ntr-docs clean
+.PHONY: install install-core models models-core docs demo-index serve postgres chromium llama-server test test-fast test-integration bench train-ntr train-sft train-rl results results-ntr-docs clean
 
 # serving needs only the core packages (a first `make serve` is quicker); tests, training and
 # evaluation add the extras on top
@@ -80,11 +80,21 @@ postgres:
 	  else echo "PostgreSQL is not installed: its tests will be skipped (apt-get install postgresql)"; fi; \
 	fi
 
+# The page's browser tests drive Debian's chromium with Playwright (its own browsers cannot be
+# downloaded here): installed when missing and we are root.
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "==> installing chromium (the page's browser tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed: the page's browser tests will be skipped (apt-get install chromium)"; fi; \
+	fi
+
 $(LLAMA_SERVER): scripts/build-llama-server.sh
 	PY=$(PY) scripts/build-llama-server.sh $(dir $(LLAMA_SERVER))
 llama-server: install $(LLAMA_SERVER)
 
-test: models postgres llama-server
+test: models postgres chromium llama-server
 	$(PY) -m pytest -q -ra
 
 test-fast: install

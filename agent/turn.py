@@ -179,7 +179,7 @@ class Turn:
             "retrievals": state.get("retrievals", []),
             "votes": state.get("votes") or None,
             "sources": [{"n": p["n"], "source": p["source"], "heading": p["heading"], "score": p["score"],
-                         "id": p["id"], "cited": p["n"] in cited} for p in state.get("passages", [])],
+                         "id": p["id"], "cited": p["n"] in cited, "text": p.get("text", "")} for p in state.get("passages", [])],
         }
         return cls(thread_id=thread_id, answer=state.get("answer", ""), reasoning=state.get("reasoning", "").strip(),
                    finish_reason=state.get("finish_reason") or "stop", decision=state.get("decision") or "",

@@ -23,6 +23,7 @@ from agent.runner import Agent
 from api import metrics
 from api.admission import Admission
 from api.auth import APIError, Caller, KeyAuth, parse_keys
+from api.page import mount_page
 from api.threads import ThreadStore, open_threads
 from api.protocol import (ChatCompletionRequest, ChatCompletionResponse, DocumentIn, DocumentList, DocumentOut,
                           ErrorBody, ErrorResponse, Health, ModelList, SearchResponse, ThreadDeleted,
@@ -301,5 +302,6 @@ def create_app(settings: Settings | None = None, *, policy=None, retriever=None,
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
+    mount_page(app)
     app.openapi = lambda: _without_422(app)
     return app

@@ -144,12 +144,15 @@ class Usage(BaseModel):
 
 
 class SourceOut(BaseModel):
+    """A passage shown to the model: [n] in the answer cites it; `text` is the passage as shown."""
+
     n: int
     source: str
     heading: str
     score: float
     id: int
     cited: bool
+    text: str = Field("", description="the passage text as the model read it")
 
 
 class ThinkgateExtras(BaseModel):
