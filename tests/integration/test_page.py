@@ -243,3 +243,25 @@ async def test_a_stream_that_fails_shows_its_error_and_the_page_stays_usable(pag
     await page.unroute("**/v1/chat/completions")
     ok = await ask(page, "What is a list comprehension?", "none", 8)
     assert await ok.locator(".badge").inner_text() == "answered at once"
+
+
+async def test_a_conversation_continues_its_thread_and_can_be_reopened(page):
+    await ask(page, "My name is Ada Lovelace.", "none", 16)
+    tid = await page.locator("#thread-id").inner_text()
+    assert tid != "new"
+    await ask(page, "What is my name?", "none", 16)
+    import json
+
+    bodies = [json.loads(r.post_data) for r in page.chats]
+    assert bodies[0].get("store") is True and "thread_id" not in bodies[0]
+    assert bodies[1]["thread_id"] == tid and [m["content"] for m in bodies[1]["messages"]] == ["What is my name?"]
+    await page.click("#new-chat")
+    assert await page.locator("#thread-id").inner_text() == "new" and await page.locator("#log .turn").count() == 0
+    await page.fill("#open-thread", tid)
+    await page.click("#open-thread-btn")
+    await page.locator("#log .turn.past").nth(3).wait_for()
+    assert await page.locator("#log .turn.past .user").nth(0).inner_text() == "My name is Ada Lovelace."
+    assert await page.locator("#thread-id").inner_text() == tid
+    await page.fill("#open-thread", "no-such-thread")
+    await page.click("#open-thread-btn")
+    await page.locator("#error").filter(has_text="404").wait_for()
