@@ -124,7 +124,7 @@ train-rl: runs/grpo-arith-cpu/summary.json
 # Reproduce docs/results/eval from a fresh clone: warm-up + RL + evaluation of base, warm-up and RL
 # (held-out chain sums, 150 per bucket, calibration on the dev split), about 90 min on 2 cores (measured: 41 + 8 + 39).
 results: train-rl
-	$(PY) -m agent.eval --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks arith ntr-arith \
+	$(PY) -m evals.modes --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks arith ntr-arith \
 	  --n 150 --think-tokens 128 --batch-size 50 --calibrate --agent-check 20 --out docs/results/eval
 
 # NTR on documentation positions (docs/results/eval-ntr-docs, about 20 min after `results`): 300 positions
@@ -133,7 +133,7 @@ results: train-rl
 results-ntr-docs: train-rl docs
 	$(PY) -m training.ntr $$(d=$$(ls -d /usr/share/doc/python3*/html/_sources 2>/dev/null | head -1); \
 	  [ -n "$$d" ] && echo "--corpus $$d") --out $(CACHE)/ntr-docs-test.jsonl --n 300 --easy-share 0.5 --seed 3
-	$(PY) -m agent.eval --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks ntr \
+	$(PY) -m evals.modes --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks ntr \
 	  --ntr-file $(CACHE)/ntr-docs-test.jsonl --n 300 --think-tokens 128 --batch-size 50 --out docs/results/eval-ntr-docs
 
 clean:

@@ -33,7 +33,7 @@ class AgentConfig:
     max_answer_tokens: int = field(default=256, metadata={"help": "answer length limit when the client sets none"})
     think_share: float = field(default=0.75, metadata={"help": "largest share of a client's max_completion_tokens spent on hidden work (discarded draft, probes, reasoning); the answer keeps the rest"})
     max_samples: int = field(default=8, metadata={"help": "self-consistency: most reasoning+answer samples voted on (the greedy one included) when reasoning_effort=high or the request sets max_samples, and thinking ended uncertain"})
-    tau_vote: float = field(default=0.0, metadata={"help": "vote only when the reasoning's mean token entropy (nats) exceeds this; calibrate with python -m agent.eval --samples 8 on the dev split and python -m agent.scaling"})
+    tau_vote: float = field(default=0.0, metadata={"help": "vote only when the reasoning's mean token entropy (nats) exceeds this; calibrate with python -m evals.modes --samples 8 on the dev split and python -m evals.scaling"})
     vote_confidence: float = field(default=0.95, metadata={"help": "Adaptive-Consistency Beta rule: stop sampling once P(leading answer beats the runner-up) reaches this"})
     vote_temperature: float = field(default=0.4, metadata={"help": "sampling temperature of the voting samples (dev, hard chain sums: samples right 54 % at 0.4 vs 43 % at 0.7; vote@8 0.587 vs 0.567)"})
     sample_tokens: int = field(default=160, metadata={"help": "most tokens of one voting sample (reasoning + answer)"})
@@ -102,6 +102,6 @@ def calibration_mismatch(model_dir: str | Path | None, backend: str, weights: st
     if not cal or on == (backend, weights):
         return None
     msg = (f"thresholds in {path} were calibrated on backend={on[0]} weights={on[1]} but the policy is served "
-           f"on backend={backend} weights={weights}: entropies differ; re-run `python -m agent.eval --calibrate`")
+           f"on backend={backend} weights={weights}: entropies differ; re-run `python -m evals.modes --calibrate`")
     log.warning(msg)
     return msg

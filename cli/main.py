@@ -2,7 +2,7 @@
 
 Commands: ``serve`` (the API), ``ingest`` (index files and folders), ``search`` (query the
 index), ``prepare`` (models, and with --demo the demo index), ``train`` (``--stage sft``:
-`training.sft`; ``--stage grpo``: `training.grpo`), ``eval`` (see `agent.eval`),
+`training.sft`; ``--stage grpo``: `training.grpo`), ``eval`` (see `evals.modes`),
 ``demo-corpus`` (print its folder).
 Bad input exits non-zero with a one-line ``error: …`` message; nothing already indexed is lost.
 """
@@ -233,8 +233,8 @@ def train(ctx: typer.Context):
 @app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              add_help_option=False)
 def eval_cmd(ctx: typer.Context):
-    """Evaluation: the same flags as `python -m agent.eval` (forced modes, learned/gated/oracle, calibration)."""
-    from agent.eval import main as eval_main
+    """Evaluation: the same flags as `python -m evals.modes` (forced modes, learned/gated/oracle, calibration)."""
+    from evals.modes import main as eval_main
 
     eval_main(list(ctx.args))
 

@@ -12,12 +12,12 @@ Contract:
     then ``\\n</think>\\n`` (or ``\\n`` after the model's own ``</think>``) + the prefix and the answer,
     as the agent's answer node writes it (a model that ends its turn inside ``<think>`` answers with
     its last paragraph, as in the agent).
-  Rows are `agent.forced.ForcedRecord` dicts plus the draft's per-token entropies, appended to
+  Rows are `evals.forced.ForcedRecord` dicts plus the draft's per-token entropies, appended to
   ``<out>/<model>/<split>-<set>.jsonl``; a re-run skips the ids already there (resumable).
 - ``report``: per set, accuracy of both modes with 95 % Wilson intervals, their paired difference
   (95 % interval, exact McNemar p) and mean generated tokens; on the mix of the sets, the AUROC of
-  the gate's score against "thinking helped" (`agent.stats.auroc`), τ_think calibrated on the dev
-  rows (`agent.stats.calibrate`, entropy mode) and the test outcome of never / always / gated /
+  the gate's score against "thinking helped" (`evals.stats.auroc`), τ_think calibrated on the dev
+  rows (`evals.stats.calibrate`, entropy mode) and the test outcome of never / always / gated /
   oracle. Writes ``<out>/<model>/report.md`` and ``report.json``; ``--write-calibration FILE`` writes
   the chosen thresholds as a ``thinkgate.json``.
 - ``table``: several models side by side, one row per (set, model), from their test rows.
@@ -93,6 +93,7 @@ def run(args) -> None:
     from agent.config import AgentConfig
     from policy.models import load_policy, resolve_policy
     from tasks import family, load_items, render_prompt
+    from tasks.prompt import item_passages
 
     path = resolve_policy(args.model)
     cfg = AgentConfig.for_model(path, answer_prefix=args.answer_prefix)
@@ -111,12 +112,7 @@ def run(args) -> None:
         _log(f"{args.model} {args.split}/{name}: {len(todo)} of {len(items)} items to answer")
         t0, toks = time.perf_counter(), 0
         for k, it in enumerate(todo, 1):
-            passages = None
-            if it.retrieval and retriever is not None:
-                from tasks.prompt import select_passages
-
-                passages = select_passages(retriever.search(it.question, cfg.top_k), cfg.top_k,
-                                           min_score=cfg.min_passage_score, special_tokens=policy.special_tokens)
+            passages = item_passages(it, retriever, cfg, policy.special_tokens)
             it.meta["shown"] = [p["source"] for p in passages or []]  # what a citation scorer checks
             prompt = policy.tokenize(render_prompt(policy.tokenizer, it, passages))
             r = asyncio.run(answer_both(policy, prompt, cfg, args.direct_tokens, args.think_tokens, args.answer_tokens))
@@ -141,7 +137,7 @@ def run(args) -> None:
 def load_rows(out: Path, model: str, split: str, sets: list[str], draft_tokens: int | None = None) -> list:
     """ForcedRecords of `model` on `split` over `sets` (rows that exist); `draft_tokens` re-scores the
     gate's draft over that many leading tokens."""
-    from agent.forced import ForcedRecord
+    from evals.forced import ForcedRecord
 
     recs = []
     for name in sets:
@@ -158,7 +154,7 @@ def load_rows(out: Path, model: str, split: str, sets: list[str], draft_tokens: 
 
 def report(args) -> dict:
     """The ``report`` command (see the module contract); returns what it writes to report.json."""
-    from agent.stats import auroc, calibrate, decide, helped, paired, summarize
+    from evals.stats import auroc, calibrate, decide, helped, paired, summarize
 
     out = Path(args.out)
     res: dict = {"model": args.model, "sets": {}, "mix": {}}
@@ -233,7 +229,7 @@ def report(args) -> dict:
 def table(args) -> str:
     """The ``table`` command: one markdown row per (set, model) from the models' rows on test, side by
     side (accuracy at once and step by step with 95 % intervals, paired Δ, McNemar p, mean tokens)."""
-    from agent.stats import decide, paired, summarize
+    from evals.stats import decide, paired, summarize
 
     out = Path(args.out)
     lines = ["| set | model | n | at once [95 % CI] | step by step [95 % CI] | Δ step − once [95 % CI], McNemar p | "

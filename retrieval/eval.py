@@ -189,7 +189,7 @@ def evaluate(retriever, questions: list[dict], k_max: int = 20, extra: dict | No
     """Per-retriever metrics and per-question ranks (see the module docstring); `extra`: more
     retrievers as name → (mode, source_decay, lexical_weight); `baseline`: the text-only dense
     search, run first and compared against like ``dense``."""
-    from agent.stats import paired, wilson
+    from evals.stats import paired, wilson
 
     ranks: dict[str, list[int | None]] = {}
     out: dict = {"n": len(questions), "retrievers": {}}

@@ -1,7 +1,7 @@
 """Tasks: every prompt, target format, answer extractor and scorer, in one place.
 
 Contract (DESIGN.md, "tasks/"): training (`training.sft`, `training.grpo`), evaluation
-(`agent.eval`) and the served agent (`agent.nodes`) import what they need from here and
+(`evals.modes`) and the served agent (`agent.nodes`) import what they need from here and
 define none of it themselves, so what is trained is what is served.
 
 - `tasks.prompt`: the served chat prompt (system prompt, passages above a relevance score,

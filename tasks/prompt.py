@@ -77,3 +77,13 @@ def select_passages(hits: Iterable, k: int, *, min_score: float = 0.0, seen: set
         out.append({"n": start_n + len(out), "id": h.id, "source": h.source, "heading": heading, "title": title,
                     "text": clean_passage(h.text, special), "score": round(float(h.score), 4), "trigger": trigger})
     return out
+
+
+def item_passages(item, retriever, cfg, special_tokens: Iterable[str] = ()) -> list[dict] | None:
+    """The passages the served agent shows for `item`'s question (its first retrieval), or None when
+    the item is served without retrieval or there is no retriever: the top `cfg.top_k` search hits
+    above `cfg.min_passage_score` (`select_passages`). Evaluation and training prompts use this."""
+    if not item.retrieval or retriever is None:
+        return None
+    return select_passages(retriever.search(item.question, cfg.top_k), cfg.top_k, min_score=cfg.min_passage_score,
+                           special_tokens=special_tokens)

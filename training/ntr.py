@@ -13,7 +13,7 @@ Contract:
 - Rows are written as JSONL with their entropies so a run is reproducible from the file.
 - `build_dataset(...)` chains the three (documents shuffled with the seed, the first few scored) and
   is what both ``python -m training.grpo --task ntr`` and ``python -m training.ntr`` (this module as a
-  script: an NTR file for training or for ``agent.eval --tasks ntr --ntr-file``) call.
+  script: an NTR file for training or for ``evals.modes --tasks ntr --ntr-file``) call.
 """
 from __future__ import annotations
 

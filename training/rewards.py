@@ -92,7 +92,7 @@ def information_gain(completions, prompts=None, continuation=None, ig_scorer=Non
     """RLP's reward (arXiv 2510.01265, Eq. 2–3) on NTR rows: for a completion that thinks, the
     information gain of its thought, log p(continuation | prompt, thought) − log p(continuation |
     prompt) in nats, teacher-forced by `ig_scorer` (`tasks.ntr.GainScorer`: the same quantity
-    ``agent.eval`` reports), clipped to ±`ig_clip`; 0 for a completion that answers at once (no
+    ``evals.modes`` reports), clipped to ±`ig_clip`; 0 for a completion that answers at once (no
     thought, no gain). So thinking pays exactly where it raises the true text's probability.
     None on rows without a continuation (arithmetic items) or without a scorer.
 

@@ -71,13 +71,13 @@ def resume_point(cfg) -> str | None:
 
 def write_calibration_defaults(model_path: str | Path, out: Path) -> None:
     """Copy the source model's ``thinkgate.json`` into `out`, else write a defaults-only one
-    (the agent's defaults apply until ``python -m agent.eval --calibrate`` writes values)."""
+    (the agent's defaults apply until ``python -m evals.modes --calibrate`` writes values)."""
     src = Path(model_path) / CALIBRATION_FILE
     if src.is_file():
         shutil.copy(src, out / CALIBRATION_FILE)
     else:
         (out / CALIBRATION_FILE).write_text(json.dumps({"_comment": "agent defaults; calibrate with "
-                                                                    "`python -m agent.eval --calibrate`"}))
+                                                                    "`python -m evals.modes --calibrate`"}))
 
 
 def save_trained(trainer, tokenizer, out: Path, model_path: str | Path, merge_lora: bool):

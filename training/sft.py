@@ -26,7 +26,7 @@ batches' ~2×).
 Output dir: a checkpoint (LoRA merged) that ``thinkgate serve --model DIR`` and
 ``python -m training.grpo --model_name_or_path DIR`` load, ``thinkgate.json`` (agent
 defaults until calibrated), ``summary.json`` and ``metrics.jsonl``.
-Go/no-go (`python -m agent.eval --models DIR`): forced-think must beat forced-no-think on
+Go/no-go (`python -m evals.modes --models DIR`): forced-think must beat forced-no-think on
 the hard bucket by ≥ 20 points.
 """
 from __future__ import annotations

@@ -227,4 +227,17 @@ def test_api_package_does_not_import_training_or_evaluation():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for n in names:
-                assert not n.startswith(("training", "agent.eval", "cli")), f"{f.name} imports {n}"
+                assert not n.startswith(("training", "evals", "cli")), f"{f.name} imports {n}"
+
+
+def test_agent_package_holds_only_the_graph():
+    """Evaluation lives in `evals/` (issue 27): nothing in `agent/` imports it or training."""
+    import ast
+    from pathlib import Path
+
+    for f in Path(__file__).parents[2].joinpath("agent").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for n in names:
+                assert not n.startswith(("training", "evals", "cli", "api")), f"agent/{f.name} imports {n}"

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from agent.forced import ForcedRecord, run_forced
-from agent.stats import auroc, calibrate, decide, paired, summarize, tau_grid, two_proportions, wilson
+from evals.forced import ForcedRecord, run_forced
+from evals.stats import auroc, calibrate, decide, paired, summarize, tau_grid, two_proportions, wilson
 
 
 def rec(i, bucket, direct, think, ent, learned=False, p=0.1):
@@ -119,7 +119,7 @@ def test_two_proportions_interval_and_errors():
 
 
 def test_think_rate_by_entropy_compares_hard_and_easy_ntr_positions():
-    from agent.eval import think_rate_by_entropy
+    from evals.modes import think_rate_by_entropy
 
     def ntr(i, ent, learned, draft_ent):
         r = rec(i, "hard" if ent >= 2.0 else "easy", 0, 0, draft_ent, learned=learned, p=0.9 if learned else 0.1)

@@ -8,7 +8,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.config import AgentConfig
 from agent.runner import Agent
-from agent.scaling import Sample, scaling_rows
+from evals.scaling import Sample, scaling_rows
 from agent.voting import adaptive_vote, beta_stop, normalize_answer, vote, weighted_vote
 from api.app import create_app
 from api.settings import Settings
@@ -31,7 +31,7 @@ def test_vote_and_stopping_rule_on_fixed_inputs():
     assert adaptive_vote(["a"] * 8, confidence=0.9).used == 3
 
 
-class _Rec:  # the fields of agent.forced.ForcedRecord that scaling_rows reads
+class _Rec:  # the fields of evals.forced.ForcedRecord that scaling_rows reads
     def __init__(self, id, think_text, think_score, think_tokens=10, learned=True, draft_entropy=0.0):
         self.id, self.bucket, self.think_text, self.think_score = id, "hard", think_text, think_score
         self.think_tokens, self.learned_think, self.direct_score, self.direct_tokens = think_tokens, learned, 0.0, 2

@@ -8,8 +8,8 @@ torch.set_num_threads(2)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from tasks import Item, render_prompt, family
 from tasks.arithmetic import make_items
-from agent.forced import _generate, _noop
-from agent.scaling import sample_think
+from evals.forced import _generate, _noop
+from evals.scaling import sample_think
 from policy.modes import ModeForcer
 from policy.format import THINK_OPEN
 

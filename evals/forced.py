@@ -9,7 +9,7 @@ Contract:
     entropy (nats) of the draft — exactly what the agent's gate reads;
   * direct: no ordinary token holding ``<`` (`policy.modes.ModeForcer`), so it answers at once;
   * think: ``<think>\\n`` is forced as the start of the turn and the model continues.
-- Every mode of `agent.stats` (never, always, learned, gated, entropy, oracle) is derived from
+- Every mode of `evals.stats` (never, always, learned, gated, entropy, oracle) is derived from
   these paired records, because the agent's greedy path is one of the two: a model that
   opens ``<think>`` itself writes the think completion; one that does not, the direct one.
 """

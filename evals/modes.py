@@ -1,9 +1,9 @@
-"""``python -m agent.eval`` (also ``thinkgate eval``): does it think only when it needs to?
+"""``python -m evals.modes`` (also ``thinkgate eval``): does it think only when it needs to?
 
 For each checkpoint and task set (`tasks.load_items`: arith-easy, arith-hard, arith, docs,
-ntr) every held-out item is answered greedily and batched (`agent.forced`): a free draft, forced
+ntr) every held-out item is answered greedily and batched (`evals.forced`): a free draft, forced
 to answer at once and forced to think, on the served prompt (passages above the agent's
-relevance score included). The modes of `agent.stats` — never, always, learned (the model's
+relevance score included). The modes of `evals.stats` — never, always, learned (the model's
 own choice in its free draft), gated (the agent's gate: the model's choice or draft entropy > τ), entropy
 (entropy alone), oracle — are read off those pairs, per bucket and on the mix, with 95 %
 intervals, paired tests (exact McNemar), and the AUROC of p(<think>) and of the draft
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
-from agent.stats import MODES, auroc, calibrate, decide, helped, paired, summarize
+from evals.stats import MODES, auroc, calibrate, decide, helped, paired, summarize
 
 
 @dataclass
@@ -65,19 +65,12 @@ def _log(msg: str) -> None:
 
 
 def build_prompts(items, tokenizer, retriever, cfg) -> list[list[int]]:
-    """Served prompt ids of `items`: passages retrieved and filtered as the agent does."""
+    """Served prompt ids of `items`: passages retrieved and filtered as the agent does (`tasks.prompt.item_passages`)."""
     from tasks import render_prompt
-    from tasks.prompt import select_passages
+    from tasks.prompt import item_passages
 
-    out = []
-    for it in items:
-        passages = None
-        if it.retrieval and retriever is not None:
-            passages = select_passages(retriever.search(it.question, cfg.top_k), cfg.top_k,
-                                       min_score=cfg.min_passage_score,
-                                       special_tokens=tokenizer.all_special_tokens)
-        out.append(tokenizer.encode(render_prompt(tokenizer, it, passages), add_special_tokens=False))
-    return out
+    return [tokenizer.encode(render_prompt(tokenizer, it, item_passages(it, retriever, cfg, tokenizer.all_special_tokens)),
+                             add_special_tokens=False) for it in items]
 
 
 def report(records, tau: float, tau_entropy: float | None = None) -> dict:
@@ -133,11 +126,11 @@ def think_rate_by_entropy(records, tau: float) -> dict | None:
     """Does the policy think more where the next token is harder? For NTR records whose item carries
     the proxy model's position entropy (``meta["entropy"]``, nats; bucket ``hard`` = at or above the
     file's threshold): for the ``learned`` and ``gated`` (at `tau`) modes, the think-rate on hard
-    minus easy positions (`agent.stats.two_proportions`), and the Spearman correlation of p(<think>)
+    minus easy positions (`evals.stats.two_proportions`), and the Spearman correlation of p(<think>)
     and of the draft entropy with the position entropy. None when no record has an entropy."""
     from scipy.stats import spearmanr
 
-    from agent.stats import two_proportions
+    from evals.stats import two_proportions
 
     recs = [r for r in records if (r.meta or {}).get("entropy") is not None]
     hard = [r for r in recs if r.bucket == "hard"]
@@ -190,7 +183,7 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agent.config import CALIBRATION_FILE
-    from agent.forced import run_forced
+    from evals.forced import run_forced
     from policy.models import resolve_policy
 
     path = str(resolve_policy(model))
@@ -258,11 +251,11 @@ def evaluate_model(args: EvalArgs, model: str, task_sets: dict, dev_sets: dict) 
 
 def add_scaling(per_bucket: dict, lm, tok, items, prompts, recs, args: EvalArgs, tau_vote: float,
                 tau_think: float) -> None:
-    """Test-time scaling modes (`agent.scaling`) added to each bucket's report: vote@K, adaptive
+    """Test-time scaling modes (`evals.scaling`) added to each bucket's report: vote@K, adaptive
     (on top of the gate at `tau_think` nats, sampling only where the greedy trace's mean entropy
     exceeds `tau_vote` nats), best-of-K; with paired tests of adaptive against always, against the
     gate alone and against vote@K."""
-    from agent.scaling import sample_think, scaling_rows, trace_entropy
+    from evals.scaling import sample_think, scaling_rows, trace_entropy
 
     samples = sample_think(lm, tok, items, prompts, k=args.samples - 1, think_tokens=args.think_tokens,
                            temperature=args.temperature, seed=args.seed, log=_log)
@@ -414,7 +407,7 @@ def main_eval(args: EvalArgs) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """CLI entry; bad arguments exit 2 with a one-line message."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    ap = argparse.ArgumentParser(prog="python -m agent.eval", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m evals.modes", description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"], help="registered names or checkpoint dirs")
     ap.add_argument("--tasks", nargs="+", default=["arith"],
                     help="arith-easy arith-hard arith docs ntr ntr-arith (next-token positions after '=' in sums)")
@@ -431,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--agent-check", type=int, default=0, help="run the real agent on K evenly spaced items of each set")
     ap.add_argument("--samples", type=int, default=0,
-                    help="K > 1: add test-time scaling modes vote@K, adaptive, best-of-K (agent.scaling)")
+                    help="K > 1: add test-time scaling modes vote@K, adaptive, best-of-K (evals.scaling)")
     ap.add_argument("--temperature", type=float, default=EvalArgs.temperature,
                     help="sampling temperature of the voting samples (default: the agent's vote_temperature)")
     ap.add_argument("--tau-vote", type=float, default=None,

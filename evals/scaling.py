@@ -1,5 +1,5 @@
 """Test-time scaling in evaluation: sampled think completions per item and the voting modes read
-off them (``python -m agent.eval --samples K``).
+off them (``python -m evals.modes --samples K``).
 
 Contract:
 - `sample_think(model, tokenizer, items, prompts, k=…)` → per item, `k` think completions sampled
@@ -11,10 +11,10 @@ Contract:
   tokens of given think completions (the greedy ones): the "still uncertain after thinking"
   signal that triggers voting (the answer tokens alone were no signal: after a running-total
   trace the model copies the last total with near-zero entropy, right or wrong).
-- `scaling_rows(records, samples, greedy_entropy, tau_vote, ...)` → `agent.stats.decide`-shaped
+- `scaling_rows(records, samples, greedy_entropy, tau_vote, ...)` → `evals.stats.decide`-shaped
   rows for the modes ``vote@K`` (the greedy completion plus K−1 samples, majority),
   ``adaptive`` (on top of the served gate's decision — the model's own choice, or its draft's
-  mean entropy above `tau_think`, as in `agent.stats.decide(..., "gated")`, hidden draft tokens
+  mean entropy above `tau_think`, as in `evals.stats.decide(..., "gated")`, hidden draft tokens
   counted the same way —: when it thinks and its greedy trace's mean entropy exceeds `tau_vote`,
   sample on, in order, until Adaptive-Consistency's Beta rule or K),
   and ``best-of-K`` (the most certain of the greedy completion and K−1 samples). Tokens count
@@ -155,10 +155,10 @@ def _row(r, score: float, tokens: int, thought: bool = True) -> dict:
 def scaling_rows(items: list[Item], records, samples: list[list[Sample]], greedy_entropy: list[float],
                  tau_vote: float, confidence: float = 0.95, tau_think: float = math.inf) -> dict[str, list[dict]]:
     """Rows of the voting modes (see the module docstring); K = 1 + samples per item; `items`,
-    `records` (`agent.forced.ForcedRecord`), `samples` and `greedy_entropy` are in the same order.
+    `records` (`evals.forced.ForcedRecord`), `samples` and `greedy_entropy` are in the same order.
     `tau_think` (nats) is the gate's draft-entropy threshold that ``adaptive`` builds on; the
     default ∞ leaves the model's own choice alone."""
-    from agent.stats import decide
+    from evals.stats import decide
 
     k = 1 + len(samples[0]) if samples else 1
     rows: dict[str, list[dict]] = {f"vote@{k}": [], "adaptive": [], f"best-of-{k}": []}
@@ -190,8 +190,8 @@ def sweep(results: dict, taus: list[float], set_name: str = "arith", k: int = 8)
     and adaptive's paired difference to always and to vote@K — how τ_vote is picked on the dev split.
     The stored records and samples go through `scaling_rows` again, so the modes are computed exactly
     as in the evaluation."""
-    from agent.forced import ForcedRecord
-    from agent.stats import decide, paired, summarize
+    from evals.forced import ForcedRecord
+    from evals.stats import decide, paired, summarize
 
     model = next(iter(results["models"].values()))
     tau_think = model.get("tau_used", math.inf)
@@ -218,11 +218,11 @@ def sweep(results: dict, taus: list[float], set_name: str = "arith", k: int = 8)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m agent.scaling RESULTS.json --tau 0.05,0.1,...``: print `sweep`."""
+    """``python -m evals.scaling RESULTS.json --tau 0.05,0.1,...``: print `sweep`."""
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m agent.scaling", description="re-read a --samples evaluation at other tau_vote")
+    ap = argparse.ArgumentParser(prog="python -m evals.scaling", description="re-read a --samples evaluation at other tau_vote")
     ap.add_argument("results")
     ap.add_argument("--tau", default="0,0.05,0.1,0.11,0.12,0.15,0.2")
     ap.add_argument("--set", default="arith", help="task set of the run (arith, arith-hard, arith-easy)")

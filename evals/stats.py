@@ -1,4 +1,4 @@
-"""Modes, summaries and statistics over paired forced-mode records (`agent.forced`).
+"""Modes, summaries and statistics over paired forced-mode records (`evals.forced`).
 
 Contract:
 - `decide(records, mode, tau)` → per item (thought, score, think tokens, answer tokens, hidden
