@@ -68,9 +68,9 @@ class _Recorder:
         return scores
 
 
-def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, proc):
-    """Greedy generation of a left-padded batch through logits processor `proc`; returns
-    (new ids, ended with EOS) per row."""
+def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, proc=None):
+    """Greedy generation of a left-padded batch (`prompts`: token id lists) through logits processor
+    `proc` (None: none); returns (new ids without the EOS, ended with EOS) per row, in order."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -80,7 +80,7 @@ def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, p
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, logits_processor=LogitsProcessorList([proc]), pad_token_id=pad,
+                             do_sample=False, logits_processor=LogitsProcessorList([proc] if proc else []), pad_token_id=pad,
                              eos_token_id=sorted(eos))
     rows = []
     for r in out[:, ids.shape[1]:].tolist():
@@ -123,9 +123,9 @@ def run_forced(model, tokenizer, items: list[Item], prompts: list[list[int]], *,
         idx = order[b: b + batch_size]
         batch = [prompts[i] for i in idx]
         rec = _Recorder(tokenizer)
-        free = _generate(model, tokenizer, batch, draft_tokens, rec)
-        direct = _generate(model, tokenizer, batch, answer_tokens, ModeForcer(tokenizer, [False] * len(batch)))
-        think = _generate(model, tokenizer, [p + think_prefix for p in batch], think_tokens, _noop)
+        free = greedy_batch(model, tokenizer, batch, draft_tokens, rec)
+        direct = greedy_batch(model, tokenizer, batch, answer_tokens, ModeForcer(tokenizer, [False] * len(batch)))
+        think = greedy_batch(model, tokenizer, [p + think_prefix for p in batch], think_tokens, _noop)
         for j, i in enumerate(idx):
             it, fam = items[i], family(items[i])
             d_ids, _ = direct[j]

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from tasks.base import Item, TaskFamily
 
-TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr", "gsm", "multidigit", "onestep", "written", "task")
+TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr", "gsm", "multidigit", "onestep", "letters", "times",
+             "written", "task")
 
 
 def family(item: Item) -> TaskFamily:

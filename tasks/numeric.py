@@ -10,6 +10,10 @@ Contract:
     operands shorter: 1–2 digits).
   * ``onestep`` (easy): one + or − of two 1–2-digit numbers, e.g. ``Calculate 7 + 15.`` The space is
     small, so splits share some questions (dev 50 vs test 150: 20 of 150 in common at n = 150 each).
+  * held out of training (`HELD_OUT`): ``letters`` (hard, not arithmetic: reasoning-gym's
+    ``letter_counting``, "How many times does the letter "h" appear in the text: …?") and ``times``
+    (easy: one × of a 1-digit number and one of at most 25, e.g. ``Calculate 7 * 14.``, an operation the
+    easy training family never has; about 380 questions, so its splits overlap).
 - Served without passages (`tasks.prompt.build_messages`, the agent's prompt).
 - `NumericFamily.extract`: the answer part (after ``</think>``), its first paragraph and first
   sentence, then the content of ``\\boxed{}`` if any, else the last number there; `score` is 1.0
@@ -31,7 +35,16 @@ SETS = {  # name → (bucket, reasoning-gym dataset, its config)
     "onestep": ("easy", "basic_arithmetic", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
                                              "operators": ["+", "-"], "allow_parentheses": False,
                                              "allow_negation": False}),
+    # held out of training (issue 27): a hard family that is not arithmetic, and an easy operation never trained
+    "letters": ("hard", "letter_counting", {}),
+    "times": ("easy", "basic_arithmetic", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
+                                           "operators": ["*"], "allow_parentheses": False, "allow_negation": False}),
 }
+#: sets whose reasoning-gym stream is filtered: question → kept (``times``: a 1-digit number by one of at most 25)
+KEEP = {"times": lambda q: (lambda a, b: min(a, b) < 10 and max(a, b) <= 25)(
+    *sorted(int(x) for x in re.findall(r"\d+", q)[:2]))}
+#: families never trained on: the decision must transfer to them
+HELD_OUT = ("letters", "times")
 #: reasoning-gym seeds item ``idx`` with ``Random(seed + idx)``: streams spaced wider than any size used
 SEED_SPACING = 10**7
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
@@ -60,10 +73,12 @@ def make_items(name: str, n: int, seed: int = SPLIT_SEEDS["test"]) -> list[Item]
     import reasoning_gym
 
     bucket, dataset, config = SETS[name]
+    keep = KEEP.get(name, lambda q: True)
     items, seen = [], set()
-    for entry in reasoning_gym.create_dataset(dataset, size=4 * n + 20, seed=_seed(name, seed), **config):
+    size = (20 if name in KEEP else 4) * n + 20
+    for entry in reasoning_gym.create_dataset(dataset, size=size, seed=_seed(name, seed), **config):
         q = entry["question"].strip()
-        if q in seen:
+        if q in seen or not keep(q):
             continue
         seen.add(q)
         cot = (entry.get("metadata") or {}).get("answer_cot")
