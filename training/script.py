@@ -82,8 +82,12 @@ def write_calibration_defaults(model_path: str | Path, out: Path) -> None:
 
 def save_trained(trainer, tokenizer, out: Path, model_path: str | Path, merge_lora: bool):
     """Save the trained model (LoRA merged when `merge_lora`), its tokenizer and ``thinkgate.json``
-    into `out` on the main process; returns the (merged) model."""
+    into `out` on the main process, and a LoRA model's adapter alone into ``out/adapter`` (PEFT's
+    ``adapter_model.safetensors`` + ``adapter_config.json``: what a served adapter ships); returns the
+    (merged) model."""
     trained = trainer.model
+    if hasattr(trained, "peft_config") and trainer.accelerator.is_main_process:
+        trained.save_pretrained(out / "adapter")
     if hasattr(trained, "merge_and_unload") and merge_lora:
         trained = trained.merge_and_unload()
     if trainer.accelerator.is_main_process:

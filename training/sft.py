@@ -58,6 +58,9 @@ class SFTScriptArguments:
         "help": "put both rows of an item (think and no-think) in the same batch, batches grouped by length "
                 "(PairedLengthSampler), so each prompt's two mode decisions weigh the same under the token-mean "
                 "loss; needs an even per-device batch size"})
+    star_file: str | None = field(default=None, metadata={
+        "help": "a STaR file (python -m training.star): train on its items, each think target the policy's own "
+                "solution (issue 27); unset: the chain sums of tasks.arithmetic with programmatic traces"})
     row_mean_loss: bool = field(default=False, metadata={
         "help": "loss = mean over rows of each row's mean completion-token NLL (both modes weigh the same); "
                 "off: TRL's mean over all completion tokens of the batch"})
@@ -70,6 +73,8 @@ class SFTScriptArguments:
             raise ValueError("mode_token_weight adds to TRL's token-mean loss; it cannot be combined with row_mean_loss")
         if self.seed_data in (2, 3):
             raise ValueError(f"seed_data must not be a held-out seed (2 = dev, 3 = test), got {self.seed_data}")
+        if self.star_file is not None and not Path(self.star_file).is_file():
+            raise ValueError(f"star_file must be an existing STaR file (python -m training.star), got {self.star_file!r}")
 
 
 def row_mean_nll(logits, labels):
@@ -236,7 +241,13 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     from training.report import MetricsCallback
 
     out, model_path, tokenizer = prepare(cfg, model_args)
-    rows = dual_mode_rows(train_items(script.items_per_bucket, script.seed_data), tokenizer)
+    if script.star_file:
+        from training.star import star_rows
+
+        items = [it for it, _ in star_rows(script.star_file)]
+    else:
+        items = train_items(script.items_per_bucket, script.seed_data)
+    rows = dual_mode_rows(items, tokenizer)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     model = load_model(model_path, cfg)
     if (script.row_mean_loss or script.mode_token_weight > 0) and getattr(cfg, "padding_free", False):
@@ -254,7 +265,7 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     save_trained(trainer, tokenizer, out, model_path, script.merge_lora)
     if trainer.accelerator.is_main_process:
         summary = {"stage": "sft", "model": model_args.model_name_or_path, "rows": len(rows),
-                   "items_per_bucket": script.items_per_bucket,
+                   "items_per_bucket": script.items_per_bucket, "star_file": script.star_file,
                    "row_mean_loss": script.row_mean_loss, "pair_modes": script.pair_modes,
                    "mode_token_weight": script.mode_token_weight,
                    "steps": trainer.state.global_step,
