@@ -11,6 +11,8 @@ define none of it themselves, so what is trained is what is served.
 - `tasks.arithmetic`: chain sums from reasoning-gym in an easy and a hard bucket, with
   programmatic running-total traces; varied user phrasings.
 - `tasks.numeric`: GSM-Symbolic word problems, multi-digit and one-step arithmetic (reasoning-gym).
+- `tasks.hops`: two-hop (bridge, comparison) and single-hop questions over a generated encyclopedia
+  ingested into a task index (issue 29).
 - `tasks.docs`: the documentation QA set (`tasks/data/docs_qa.jsonl`).
 - `tasks.ntr`: next-token reasoning (RPT): its own prompt, prefix-match scorer, positions
   from the documentation corpus and from arithmetic statements.
@@ -23,7 +25,7 @@ from __future__ import annotations
 from tasks.base import Item, TaskFamily
 
 TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr", "gsm", "multidigit", "onestep", "letters", "times",
-             "written", "task")
+             "written", "task", "hops-bridge", "hops-comparison", "hops-single")
 
 
 def family(item: Item) -> TaskFamily:
@@ -32,10 +34,10 @@ def family(item: Item) -> TaskFamily:
     Raises:
         KeyError: an unknown family name.
     """
-    from tasks import arithmetic, docs, ntr, numeric
+    from tasks import arithmetic, docs, hops, ntr, numeric
 
     families = {"arith": arithmetic.FAMILY, "docs": docs.FAMILY, "ntr": ntr.FAMILY, "numeric": numeric.FAMILY,
-                "cited": docs.CITED}
+                "cited": docs.CITED, "hops": hops.FAMILY}
     return families[item.family]
 
 
@@ -49,7 +51,8 @@ def render_prompt(tokenizer, item: Item, passages: list[dict] | None = None) -> 
 
 def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) -> list[Item]:
     """Items of task set `name`: arith-easy, arith-hard, arith (both buckets, n each), docs, ntr, gsm,
-    multidigit, onestep (`tasks.numeric`), written, task (`tasks.docs.load_cited`; no seed: fixed sets).
+    multidigit, onestep (`tasks.numeric`), hops-bridge, hops-comparison, hops-single (`tasks.hops`),
+    written, task (`tasks.docs.load_cited`; no seed: fixed sets).
 
     Args:
         n: items (per bucket for ``arith``).
@@ -60,8 +63,10 @@ def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) ->
     Raises:
         ValueError: an unknown name, or ``ntr`` without `ntr_file`.
     """
-    from tasks import arithmetic, docs, ntr, numeric
+    from tasks import arithmetic, docs, hops, ntr, numeric
 
+    if name in hops.SETS:
+        return hops.make_items(name, n, seed)
     if name in numeric.SETS:
         return numeric.make_items(name, n, seed)
     if name in docs.QUESTION_SETS:

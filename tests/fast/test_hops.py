@@ -1,0 +1,74 @@
+"""tasks.hops: the generated world, its disjoint splits, the two-hop structure of its pages, the
+exact-match scorer, and its ingestion through the public ingest path."""
+import pytest
+
+from tasks import family, load_items
+from tasks.hops import HopsFamily, World, build_index, make_items, page_name, world
+from tests.helpers import FakeEmbedder
+
+
+def test_world_is_deterministic_and_names_are_unique():
+    a, b = World(5, sizes={"train": 20, "dev": 5, "test": 5}), World(5, sizes={"train": 20, "dev": 5, "test": 5})
+    assert a.pages() == b.pages()
+    names = [w.name for w in a.works] + list(a.people) + a.cities
+    assert len({n.lower() for n in names}) == len(names)
+
+
+def test_splits_are_disjoint_by_entity():
+    test = load_items("hops-bridge", 250, 3)
+    train = load_items("hops-bridge", 400, 1)
+    dev = load_items("hops-single", 150, 2)
+    works = lambda items: {s for it in items for s in it.meta["sources"] if s.startswith("work-")}
+    assert not works(test) & works(train)
+    assert not works(dev) & works(train)
+    with pytest.raises(ValueError, match="seed"):
+        make_items("hops-bridge", 5, 7)
+    with pytest.raises(ValueError, match="asked for"):
+        make_items("hops-bridge", 251, 3)
+
+
+def test_a_bridge_question_needs_both_pages():
+    w = world()
+    pages = w.pages()
+    for it in load_items("hops-bridge", 50, 3):
+        first, second = it.meta["sources"]
+        bridge = it.meta["bridge"]
+        assert bridge in pages[first] and it.answer not in pages[first]  # the work names the creator only
+        assert it.answer in pages[second]
+        work = first.removeprefix("work-").removesuffix(".md")
+        assert work not in pages[second]  # the person's page never names the work
+        assert bridge not in it.question
+
+
+def test_comparison_answer_is_the_earlier_release():
+    w = world()
+    years = {x.name: x.year for x in w.works}
+    for it in load_items("hops-comparison", 40, 2):
+        a, b = it.meta["options"]
+        assert years[a] != years[b]
+        assert it.answer == (a if years[a] < years[b] else b)
+
+
+def test_scorer_takes_the_first_candidate_of_the_answer_kind():
+    it = load_items("hops-bridge", 1, 3)[0]
+    fam = family(it)
+    assert isinstance(fam, HopsFamily)
+    other = next(c for c in world().cities if c != it.answer)
+    assert fam.score(f"{it.meta['bridge']} was born in {it.answer}.", it) == 1.0
+    assert fam.score(f"<think>\nmaybe {other}\n</think>\nIn {it.answer}.", it) == 1.0  # thoughts are not the answer
+    assert fam.score(f"{other}, not {it.answer}.", it) == 0.0
+    assert fam.score("I do not know.", it) == 0.0
+    year = next(x for x in load_items("hops-single", 3, 3) if x.meta["answer_kind"] == "year")
+    assert fam.score(f"It was first released in {year.answer}.", year) == 1.0
+    assert fam.score(f"In {int(year.answer) + 1}.", year) == 0.0
+
+
+def test_corpus_is_ingested_through_the_public_path(tmp_path):
+    r = build_index(tmp_path / "corpus", tmp_path / "idx", FakeEmbedder())
+    n = len(r)
+    assert n >= len(world().pages())
+    it = load_items("hops-single", 2, 3)[1]
+    hits = r.search(it.question, 5)
+    assert any(h.source.endswith(page_name("work", it.question.split()[-1].rstrip("?"))) for h in hits)
+    again = build_index(tmp_path / "corpus", tmp_path / "idx", FakeEmbedder())  # unchanged pages are skipped
+    assert len(again) == n
