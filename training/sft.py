@@ -61,6 +61,12 @@ class SFTScriptArguments:
     star_file: str | None = field(default=None, metadata={
         "help": "a STaR file (python -m training.star): train on its items, each think target the policy's own "
                 "solution (issue 27); unset: the chain sums of tasks.arithmetic with programmatic traces"})
+    search_file: str | None = field(default=None, metadata={
+        "help": "a search-trace file (python -m training.search, issue 29): train on its token ids, the retrieved "
+                "<information> blocks and the prompt masked from the loss; replaces the dual-mode rows"})
+    agent_config: str | None = field(default=None, metadata={
+        "help": "JSON object of agent settings written over the copied thinkgate.json of the output (e.g. a model "
+                "that decides by its own first token: {\"answer_prefix\": \"\", \"tau_think\": 99})"})
     row_mean_loss: bool = field(default=False, metadata={
         "help": "loss = mean over rows of each row's mean completion-token NLL (both modes weigh the same); "
                 "off: TRL's mean over all completion tokens of the batch"})
@@ -73,6 +79,16 @@ class SFTScriptArguments:
             raise ValueError("mode_token_weight adds to TRL's token-mean loss; it cannot be combined with row_mean_loss")
         if self.seed_data in (2, 3):
             raise ValueError(f"seed_data must not be a held-out seed (2 = dev, 3 = test), got {self.seed_data}")
+        if self.search_file is not None and not Path(self.search_file).is_file():
+            raise ValueError(f"search_file must be an existing file (python -m training.search), got {self.search_file!r}")
+        if self.search_file is not None and (self.pair_modes or self.star_file):
+            raise ValueError("search_file rows are not dual-mode pairs: it cannot be combined with pair_modes or star_file")
+        if self.agent_config is not None:
+            try:
+                if not isinstance(json.loads(self.agent_config), dict):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"agent_config must be a JSON object, got {self.agent_config!r}") from None
         if self.star_file is not None and not Path(self.star_file).is_file():
             raise ValueError(f"star_file must be an existing STaR file (python -m training.star), got {self.star_file!r}")
 
@@ -241,14 +257,20 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
     from training.report import MetricsCallback
 
     out, model_path, tokenizer = prepare(cfg, model_args)
-    if script.star_file:
+    if script.search_file:
+        from training.search import search_rows
+
+        rows = search_rows(script.search_file)
+        data = Dataset.from_list(rows)
+    elif script.star_file:
         from training.star import star_rows
 
         items = [it for it, _ in star_rows(script.star_file)]
     else:
         items = train_items(script.items_per_bucket, script.seed_data)
-    rows = dual_mode_rows(items, tokenizer)
-    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    if not script.search_file:
+        rows = dual_mode_rows(items, tokenizer)
+        data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     model = load_model(model_path, cfg)
     if (script.row_mean_loss or script.mode_token_weight > 0) and getattr(cfg, "padding_free", False):
         name = "row_mean_loss" if script.row_mean_loss else "mode_token_weight"
@@ -263,9 +285,16 @@ def run(script: SFTScriptArguments, cfg, model_args) -> Path:
                          f"{len(trainer.train_dataset)} left after TRL's preprocessing")
     trainer.train(resume_from_checkpoint=resume_point(cfg))
     save_trained(trainer, tokenizer, out, model_path, script.merge_lora)
+    if script.agent_config and trainer.accelerator.is_main_process:
+        from agent.config import CALIBRATION_FILE
+
+        cal = out / CALIBRATION_FILE
+        data_cal = json.loads(cal.read_text()) if cal.is_file() else {}
+        data_cal.pop("calibrated", None)  # the base's calibration no longer describes this model
+        cal.write_text(json.dumps({**data_cal, **json.loads(script.agent_config)}, indent=2))
     if trainer.accelerator.is_main_process:
         summary = {"stage": "sft", "model": model_args.model_name_or_path, "rows": len(rows),
-                   "items_per_bucket": script.items_per_bucket, "star_file": script.star_file,
+                   "items_per_bucket": script.items_per_bucket, "star_file": script.star_file, "search_file": script.search_file,
                    "row_mean_loss": script.row_mean_loss, "pair_modes": script.pair_modes,
                    "mode_token_weight": script.mode_token_weight,
                    "steps": trainer.state.global_step,
