@@ -47,7 +47,7 @@ def _rows(path: Path) -> list[dict]:
 
 async def run(types: list[str], n: int, seed: int, modes: list[str], efforts: list[str], out: Path,
               model: str | None = None, backend: str = "onnx", min_passage_score: float | None = None,
-              max_think_tokens: int | None = None, log=print) -> Path:
+              max_think_tokens: int | None = None, precision: str | None = None, log=print) -> Path:
     """Answer the items through the served agent in every (mode, effort); append rows (see module).
 
     Raises:
@@ -70,7 +70,7 @@ async def run(types: list[str], n: int, seed: int, modes: list[str], efforts: li
     done = {(r["id"], r["mode"], r["effort"]) for r in _rows(rows_path)}
     retriever = build_index(cache_dir() / "corpus", cache_dir() / "index")
     path = resolve_policy(model)
-    policy = load_policy(model, backend=backend)
+    policy = load_policy(model, backend=backend, **({"precision": precision} if precision else {}))
     items = [it for t in types for it in load_items(f"hops-{t}", n, seed)]
     try:
         with rows_path.open("a") as f:
@@ -87,7 +87,7 @@ async def run(types: list[str], n: int, seed: int, modes: list[str], efforts: li
                         shown = {s["source"].rsplit("/", 1)[-1] for s in turn.details.get("sources") or []}
                         tk = turn.tokens.to_dict()
                         row = {"id": it.id, "type": it.meta["type"], "bucket": it.bucket, "mode": mode, "effort": effort,
-                               "model": str(model or "base"), "score": family(it).score(turn.answer, it),
+                               "model": Path(model).name if model else "base", "score": family(it).score(turn.answer, it),
                                "searches": sum(1 for r in rets if r["trigger"] != "question"),
                                "triggers": [r["trigger"] for r in rets if r["trigger"] != "question"],
                                "queries": [r["query"] for r in rets if r["trigger"] != "question"],
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--efforts", nargs="+", default=["auto"], help=f"reasoning efforts {list(EFFORTS)}")
     r.add_argument("--model", default=None, help="registry name or checkpoint dir (default: the served default)")
     r.add_argument("--backend", default="onnx", help="policy backend (onnx: what a CPU serves)")
+    r.add_argument("--precision", default=None, help="onnx weights (int4, int8, fp32; default: the model's)")
     r.add_argument("--min-passage-score", type=float, default=None, help="override the agent's passage threshold")
     r.add_argument("--max-think-tokens", type=int, default=None, help="override the agent's reasoning budget")
     r.add_argument("--out", type=Path, required=True)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.cmd == "run":
             asyncio.run(run(ns.types, ns.n, ns.seed, ns.modes, ns.efforts, ns.out, ns.model, ns.backend,
-                            ns.min_passage_score, ns.max_think_tokens))
+                            ns.min_passage_score, ns.max_think_tokens, ns.precision))
         print((ns.out / "summary.md").read_text() if report(ns.out) else "")
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"evals.hops: {e}")
