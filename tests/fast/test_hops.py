@@ -72,3 +72,25 @@ def test_corpus_is_ingested_through_the_public_path(tmp_path):
     assert any(h.source.endswith(page_name("work", it.question.split()[-1].rstrip("?"))) for h in hits)
     again = build_index(tmp_path / "corpus", tmp_path / "idx", FakeEmbedder())  # unchanged pages are skipped
     assert len(again) == n
+
+
+def test_hops_report_pairs_each_mode_with_retrieve_once(tmp_path):
+    import json
+
+    from evals.hops import main, report
+
+    rows = []
+    for i in range(20):
+        for mode, score, searches in (("once", float(i < 5), 0), ("flare", float(i < 15), 1)):
+            rows.append({"id": f"hops-bridge-test-{i}", "type": "bridge", "bucket": "hard", "mode": mode, "effort": "auto",
+                         "model": "m", "score": score, "searches": searches, "gold_shown": mode == "flare",
+                         "generated": 10 + 20 * searches, "thought": bool(searches)})
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = {(e["mode"]): e for e in report(tmp_path)["summary"]}
+    assert summary["once"]["accuracy"] == 0.25 and summary["flare"]["accuracy"] == 0.75
+    vs = summary["flare"]["vs_once"]
+    assert vs["diff"] == 0.5 and vs["a_only"] == 10 and vs["b_only"] == 0 and vs["mcnemar_p"] < 0.01
+    assert summary["flare"]["searches"] == 1.0 and "vs_once" not in summary["once"]
+    assert "+0.500" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(SystemExit, match="unknown mode"):
+        main(["run", "--modes", "sometimes", "--out", str(tmp_path / "x")])
