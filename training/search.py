@@ -33,7 +33,9 @@ def _fact(item, page: str, world) -> str:
     """The sentence a gold page contributes (what the trace states after reading it)."""
     kind, _, _ = page.partition("-")
     if kind == "work":
-        w = next(x for x in world.works if page.endswith(f"-{x.name}.md"))
+        from tasks.hops import page_name
+
+        w = next(x for x in world.works if page == page_name("work", x.name))
         ak = item.meta.get("answer_kind")
         if item.meta["type"] == "comparison" or ak == "year":
             return f"{w.name} was first released in {w.year}."
@@ -56,16 +58,16 @@ def _query(item, page: str, world) -> str:
 def build_row(item, tokenizer, retriever, cfg) -> dict | None:
     """The training row of `item` (see the module contract), or None when a search misses its page."""
     from policy.format import THINK_CLOSE, THINK_OPEN, information_block
-    from tasks import family
+    from tasks import render_prompt
     from tasks.hops import world
     from tasks.prompt import item_passages, passage_title, select_passages
 
     specials = [t for t in (tokenizer.all_special_tokens or []) if t]
     shown = item_passages(item, retriever, cfg, specials) or []
-    prompt = tokenizer.apply_chat_template(family(item).messages(item, shown), tokenize=False, add_generation_prompt=True)
     enc = lambda s: list(tokenizer.encode(s, add_special_tokens=False))  # noqa: E731
-    ids, labels = enc(prompt), None
-    labels = [-100] * len(ids)
+    ids = enc(render_prompt(tokenizer, item, shown))
+    n_prompt = len(ids)
+    labels = [-100] * n_prompt
     eos = [tokenizer.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tokenizer.get_vocab() else \
         [tokenizer.eos_token_id]
 
@@ -106,7 +108,7 @@ def build_row(item, tokenizer, retriever, cfg) -> dict | None:
     ids.extend(eos)
     labels.extend(eos)
     return {"id": item.id, "type": item.meta["type"], "kept": True, "searches": searches,
-            "input_ids": ids, "labels": labels, "text": tokenizer.decode(ids[len(enc(prompt)):])}
+            "input_ids": ids, "labels": labels, "text": tokenizer.decode(ids[n_prompt:])}
 
 
 def search_rows(path: str | Path) -> list[dict]:
