@@ -19,7 +19,9 @@ Contract:
 - ``python -m evals.hops report --out DIR`` → ``summary.md`` / ``summary.json``: per type, mode and
   effort the accuracy with a 95 % Wilson interval, searches per question, gold-page recall, generated
   tokens and think-rate; and each mode against ``once`` at the same effort, paired on items
-  (`evals.stats.paired`: difference with its interval and the exact McNemar p).
+  (`evals.stats.paired`: difference with its interval and the exact McNemar p). ``--baseline DIR``
+  also pairs every group with another run's retrieve-once rows (same type and effort, shared items):
+  a trained model against the base retrieving once.
 - Self-consistency is off (``samples=1``): the comparison is of retrieval, not of voting.
 """
 from __future__ import annotations
@@ -104,12 +106,34 @@ async def run(types: list[str], n: int, seed: int, modes: list[str], efforts: li
     return rows_path
 
 
-def report(out: Path) -> dict:
+def _pair(rs: list[dict], base: list[dict]) -> dict:
+    from evals.stats import paired
+
+    ids = {r["id"] for r in rs} & {r["id"] for r in base}
+    return paired([r for r in rs if r["id"] in ids], [r for r in sorted(base, key=lambda r: r["id"]) if r["id"] in ids])
+
+
+def report(out: Path, baseline: Path | None = None) -> dict:
     """Summaries and paired comparisons of ``<out>/rows.jsonl`` (see the module docstring);
-    writes ``summary.json`` and ``summary.md``."""
-    from evals.stats import paired, wilson
+    writes ``summary.json`` and ``summary.md``.
+
+    With `baseline` (another run directory, e.g. the base model's), every group is also paired with
+    that run's retrieve-once rows of the same type and effort, on the items both answered
+    (``vs_baseline``: the Done-when comparison of a trained model against the base retrieving once).
+
+    Raises:
+        FileNotFoundError: `baseline` has no rows.
+    """
+    from evals.stats import wilson
 
     rows = _rows(out / "rows.jsonl")
+    base_groups: dict[tuple, list[dict]] = defaultdict(list)
+    if baseline is not None:
+        if not (baseline / "rows.jsonl").exists():
+            raise FileNotFoundError(f"no rows.jsonl in the baseline directory {baseline}")
+        for r in _rows(baseline / "rows.jsonl"):
+            if r["mode"] == "once":
+                base_groups[(r["type"], r["effort"])].append(r)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["type"], r["mode"], r["effort"])].append(r)
@@ -124,17 +148,20 @@ def report(out: Path) -> dict:
                  "generated": sum(r["generated"] for r in rs) / n, "think_rate": sum(r["thought"] for r in rs) / n}
         base = groups.get((model, typ, "once", effort))
         if mode != "once" and base:
-            ids = {r["id"] for r in rs} & {r["id"] for r in base}
-            a = [r for r in rs if r["id"] in ids]
-            b = [r for r in sorted(base, key=lambda r: r["id"]) if r["id"] in ids]
-            entry["vs_once"] = paired(a, b)
+            entry["vs_once"] = _pair(rs, base)
+        if base_groups.get((typ, effort)):
+            entry["vs_baseline"] = _pair(rs, base_groups[(typ, effort)])
         summary.append(entry)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     lines = ["| model | type | mode | effort | n | accuracy [95 % CI] | searches / question | gold pages shown | "
-             "generated tokens | think-rate | vs once (paired Δ, McNemar p) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "generated tokens | think-rate | vs once (paired Δ, McNemar p) |" + (" vs baseline once (n, paired Δ, p) |" if base_groups else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if base_groups else "")]
+    fmt = lambda vs: f"{vs['diff']:+.3f} [{vs['ci_low']:+.3f}, {vs['ci_high']:+.3f}], p {vs['mcnemar_p']:.2g}" if vs else ""
     for e in summary:
-        vs = e.get("vs_once")
-        vs_s = (f"{vs['diff']:+.3f} [{vs['ci_low']:+.3f}, {vs['ci_high']:+.3f}], p {vs['mcnemar_p']:.2g}" if vs else "")
+        vs_s = fmt(e.get("vs_once"))
+        if base_groups:
+            vb = e.get("vs_baseline")
+            vs_s += " | " + (f"{vb['n']}: {fmt(vb)}" if vb else "")
         lines.append(f"| {e['model']} | {e['type']} | {e['mode']} | {e['effort']} | {e['n']} | {e['accuracy']:.3f} "
                      f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}] | {e['searches']:.2f} | {e['gold_shown']:.2f} | "
                      f"{e['generated']:.1f} | {e['think_rate']:.2f} | {vs_s} |")
@@ -159,12 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("report", help="summaries of a run directory")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another run directory: pair every group with its retrieve-once rows (same type, effort)")
     ns = ap.parse_args(argv)
     try:
         if ns.cmd == "run":
             asyncio.run(run(ns.types, ns.n, ns.seed, ns.modes, ns.efforts, ns.out, ns.model, ns.backend,
                             ns.min_passage_score, ns.max_think_tokens, ns.precision))
-        print((ns.out / "summary.md").read_text() if report(ns.out) else "")
+        print((ns.out / "summary.md").read_text() if report(ns.out, getattr(ns, "baseline", None)) else "")
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"evals.hops: {e}")
     return 0

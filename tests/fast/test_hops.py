@@ -94,3 +94,24 @@ def test_hops_report_pairs_each_mode_with_retrieve_once(tmp_path):
     assert "+0.500" in (tmp_path / "summary.md").read_text()
     with pytest.raises(SystemExit, match="unknown mode"):
         main(["run", "--modes", "sometimes", "--out", str(tmp_path / "x")])
+
+
+def test_hops_report_pairs_with_a_baseline_run_on_shared_items(tmp_path):
+    import json
+
+    from evals.hops import main, report
+
+    def write(d, model, n, correct):
+        d.mkdir()
+        rows = [{"id": f"hops-bridge-test-{i}", "type": "bridge", "bucket": "hard", "mode": "flare" if model == "t" else "once",
+                 "effort": "auto", "model": model, "score": float(i < correct), "searches": 0, "gold_shown": True,
+                 "generated": 5, "thought": False} for i in range(n)]
+        (d / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    write(tmp_path / "trained", "t", 10, 8)
+    write(tmp_path / "base", "b", 20, 2)           # the base answered more items: only the shared 10 pair
+    e = report(tmp_path / "trained", tmp_path / "base")["summary"][0]
+    assert e["vs_baseline"]["n"] == 10 and e["vs_baseline"]["diff"] == 0.6 and "vs_once" not in e
+    assert "10: +0.600" in (tmp_path / "trained" / "summary.md").read_text()
+    with pytest.raises(SystemExit, match="no rows.jsonl in the baseline"):
+        main(["report", "--out", str(tmp_path / "trained"), "--baseline", str(tmp_path / "nowhere")])
