@@ -107,10 +107,12 @@ async def run(types: list[str], n: int, seed: int, modes: list[str], efforts: li
 
 
 def _pair(rs: list[dict], base: list[dict]) -> dict:
+    """`evals.stats.paired` of `rs` against `base` on the items both answered, both in id order."""
     from evals.stats import paired
 
     ids = {r["id"] for r in rs} & {r["id"] for r in base}
-    return paired([r for r in rs if r["id"] in ids], [r for r in sorted(base, key=lambda r: r["id"]) if r["id"] in ids])
+    shared = lambda xs: sorted((r for r in xs if r["id"] in ids), key=lambda r: r["id"])
+    return paired(shared(rs), shared(base))
 
 
 def report(out: Path, baseline: Path | None = None) -> dict:
