@@ -152,11 +152,33 @@ def gguf_path(spec: ModelSpec, root: Path | None = None, log=print) -> Path:
     return fetch_chunked(spec.chunked, dest, log)
 
 
+def _convert_tokenizer(gguf: str, out_dir: str, extra_eos: tuple[str, ...]) -> tuple[list[int], int | None]:
+    """Build the fast tokenizer stored in a GGUF file and save it into `out_dir` (run in a child process
+    beside the weights' dequantization: both parse the GGUF's 151k-entry vocabulary in pure Python).
+
+    Returns:
+        (EOS ids: the tokenizer's own first, then those of `extra_eos` it knows; the pad id or None).
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(gguf)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tok.save_pretrained(out_dir)
+    eos = [tok.eos_token_id] + [i for t in extra_eos if (i := tok.convert_tokens_to_ids(t)) is not None
+                                and i != tok.unk_token_id and i != tok.eos_token_id]
+    return eos, tok.pad_token_id
+
+
 def prepare_gguf(gguf: Path, out_dir: Path, extra_eos: tuple[str, ...] = ()) -> Path:
     """Dequantize a GGUF checkpoint to a float32 safetensors checkpoint dir (atomic).
 
     transformers marks a GGUF-loaded model as quantized and refuses to save it, so the
-    dequantized state dict is copied into a model built from the same config.
+    dequantized state dict is assigned into a model built on the meta device from the same config
+    (no second random initialisation). The tokenizer is converted in a child process meanwhile
+    (both parse the GGUF's vocabulary in pure Python), into the same dir.
+
+    Raises:
+        RuntimeError: the tokenizer conversion failed (its last error line in the message).
 
     Args:
         gguf: path of the .gguf file.
@@ -166,31 +188,45 @@ def prepare_gguf(gguf: Path, out_dir: Path, extra_eos: tuple[str, ...] = ()) -> 
     Returns:
         `out_dir`.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import json
+    import subprocess
+    import sys
 
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.name_or_path = out_dir.name
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    eos = [tok.eos_token_id] + [i for t in extra_eos if (i := tok.convert_tokens_to_ids(t)) is not None
-                                and i != tok.unk_token_id and i != tok.eos_token_id]
-    model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
-    model.generation_config.pad_token_id = tok.pad_token_id
+    import torch
+    from transformers import AutoModelForCausalLM
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)
+    code = ("import json, sys; from policy.models import _convert_tokenizer; "
+            "print(json.dumps(_convert_tokenizer(sys.argv[1], sys.argv[2], tuple(sys.argv[3:]))))")
+    child = subprocess.Popen([sys.executable, "-c", code, str(gguf), str(tmp), *extra_eos], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parent.parent))
     try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.name_or_path = out_dir.name
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict(), strict=True, assign=True)
+        if getattr(config, "tie_word_embeddings", False):
+            model.tie_weights()
+        del loaded
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"tokenizer conversion of {gguf.name} failed: {err.strip().splitlines()[-1:]}")
+        eos, pad = json.loads(out.strip().splitlines()[-1])
+        model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
+        model.generation_config.pad_token_id = pad
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
+        if child.poll() is None:
+            child.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
