@@ -16,7 +16,9 @@ Contract:
   ``<out>/<model>/<split>-<set>.jsonl``; a re-run skips the ids already there (resumable).
 - ``report``: per set, accuracy of both modes with 95 % Wilson intervals, their paired difference
   (95 % interval, exact McNemar p) and mean generated tokens; on the mix of the sets, the AUROC of
-  the gate's score against "thinking helped" (`evals.stats.auroc`), τ_think calibrated on the dev
+  the gate's score against "thinking helped" (`evals.stats.auroc`) beside its AUROC against hard vs
+  easy and against a wrong direct answer, and the "difficulty ceiling" (the bucket label itself
+  ranked against "helped": what a perfect difficulty signal would reach on this mix), τ_think calibrated on the dev
   rows (`evals.stats.calibrate`, entropy mode) and the test outcome of never / always / gated /
   oracle. Writes ``<out>/<model>/report.md`` and ``report.json``; ``--write-calibration FILE`` writes
   the chosen thresholds as a ``thinkgate.json``.
@@ -179,10 +181,22 @@ def report(args) -> dict:
         res["mix"]["auroc_test"] = au
         res["mix"]["n_test"] = len(test)
         res["mix"]["helped_test"] = sum(helped(test))
+        hurt = sum(r.think_score < r.direct_score for r in test)
+        hard = [r.bucket == "hard" for r in test]
+        companions = {"hard_vs_easy": auroc([r.draft_entropy for r in test], hard),
+                      "direct_wrong": auroc([r.draft_entropy for r in test], [r.direct_score <= 0 for r in test]),
+                      "difficulty_ceiling": auroc([float(h) for h in hard], helped(test))}
+        res["mix"]["hurt_test"] = hurt
+        res["mix"]["auroc_companions_test"] = companions
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         lines += ["", f"## The gate on the mix ({', '.join(args.mix)}; draft of {args.draft_tokens or 'the agent'}'s tokens after "
                       f"the forced prefix)", "",
                   f"AUROC of the draft's mean entropy against 'thinking helped' on test: **{au:.3f}** "
-                  f"(n = {len(test)}, helped on {sum(helped(test))})."]
+                  f"(n = {len(test)}, helped on {sum(helped(test))}, hurt on {hurt}). The same score against "
+                  f"hard vs easy: {fmt(companions['hard_vs_easy'])}; against a wrong direct answer: "
+                  f"{fmt(companions['direct_wrong'])}. A score that knew the bucket exactly (hard above easy) would "
+                  f"rank 'helped' at {fmt(companions['difficulty_ceiling'])}: the ceiling of any difficulty signal "
+                  f"on this mix."]
         if dev:
             res["mix"]["auroc_dev"] = auroc([r.draft_entropy for r in dev], helped(dev))
             cal = calibrate(dev, args.cost_per_100, mode="entropy")

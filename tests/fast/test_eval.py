@@ -133,3 +133,32 @@ def test_think_rate_by_entropy_compares_hard_and_easy_ntr_positions():
     assert out["gated"]["rate_b"] == 1.0  # every easy draft is above τ: the gate thinks there
     assert out["spearman_p_think"]["rho"] > 0.4 and out["spearman_draft_entropy"]["rho"] < 0
     assert think_rate_by_entropy([rec(0, "hard", 0, 0, 1.0)], tau=2.0) is None  # no position entropies
+
+
+def test_quality_report_states_the_difficulty_ceiling(tmp_path, capsys):
+    """evals.quality report: the gate's AUROC against 'helped' beside hard-vs-easy, wrong-direct and the
+    ceiling of a perfect difficulty signal, which is 0.5 when thinking helps easy and hard items alike."""
+    import json
+
+    from evals.quality import main as quality_main
+
+    def row(i, s, bucket, direct, think, ent):
+        return {"id": f"{s}-{i}", "family": "numeric", "bucket": bucket, "p_think": 0.0, "learned_think": False,
+                "draft_entropy": ent, "draft_tokens": 2, "direct_text": "1", "direct_tokens": 2,
+                "direct_score": direct, "think_text": "<think>\nx\n</think>\n1", "think_tokens": 40,
+                "think_score": think, "meta": {"set": s, "answer": "1", "draft_entropies": [ent, ent]}}
+
+    d = tmp_path / "m"
+    d.mkdir()
+    # hard: direct always wrong, thinking fixes 2 of 4; easy: thinking fixes 2 of 4 and breaks 1
+    hard = [row(i, "gsm", "hard", 0, int(i < 2), 2.0 + i / 10) for i in range(4)]
+    easy = [row(i, "onestep", "easy", int(i >= 2), int(i != 3), 0.1 + i / 10) for i in range(4)]
+    for name, rows in (("test-gsm", hard), ("test-onestep", easy)):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    quality_main(["report", "--model", "m", "--sets", "gsm", "onestep", "--mix", "gsm", "onestep", "--out", str(tmp_path)])
+    res = json.loads((d / "report.json").read_text())["mix"]
+    c = res["auroc_companions_test"]
+    assert res["helped_test"] == 4 and res["hurt_test"] == 1
+    assert c["hard_vs_easy"] == 1.0 and c["direct_wrong"] == pytest.approx(8 / 12)
+    assert c["difficulty_ceiling"] == 0.5  # helped twice in each bucket: no difficulty score can rank it
+    assert "ceiling" in capsys.readouterr().out
