@@ -62,7 +62,9 @@ demo-index: models-core docs
 	@echo "==> [3/3] demo index"
 	@$(VENV)/bin/thinkgate prepare --demo
 
-serve: models-core docs
+# the corpus's apt install (network and disk, little CPU) runs beside the install and the model preparation
+serve:
+	@$(MAKE) --no-print-directory -j2 models-core docs
 	$(VENV)/bin/thinkgate serve --demo --host $(HOST) --port $(PORT)
 
 # Real servers the integration tests start themselves: a private PostgreSQL cluster (Debian's
