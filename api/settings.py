@@ -42,7 +42,7 @@ class Settings(BaseSettings):
                                      "vllm (in-process GPU) or remote")
     precision: Literal[PRECISIONS] | None = Field(None,  # type: ignore[valid-type]
                            description="weights of the onnx backend's export (made once, cached); default: the "
-                                       "registry's measured choice for the model (int4 for the Qwen models), else int8")
+                                       "registry's measured choice for the model (int8 for the 0.5B, int4 for the 1.5B), else int8")
     remote_url: str | None = Field(None, description="OpenAI-compatible completions server for backend=remote")
     device: str | None = Field(None, description="torch device for the policy (default: cuda if present, else cpu)")
     reasoning_effort: ReasoningEffort = Field("auto", description="default when a request names none")

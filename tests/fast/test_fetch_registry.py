@@ -91,7 +91,8 @@ def test_registry_default_precision_and_calibration(tmp_path):
         assert [c.version for c in spec.chunks] == [spec.chunks[0].version] * len(spec.chunks)
     assert len(REGISTRY["qwen2.5-coder-0.5b-instruct"].chunked.chunks) == 6
     assert len(REGISTRY["qwen2.5-coder-1.5b-instruct"].chunked.chunks) == 22
-    assert default_precision(DEFAULT_POLICY) == "int4" and default_precision("/some/dir") == "int8"
+    assert default_precision(DEFAULT_POLICY) == "int8" and default_precision("qwen2.5-coder-1.5b-instruct") == "int4"
+    assert default_precision("/some/dir") == "int8"
     # a prepared dir (as the cache holds it) gets the repo's calibrated thinkgate.json on resolve
     out = tmp_path / "models" / DEFAULT_POLICY
     out.mkdir(parents=True)

@@ -1,5 +1,5 @@
 """Integration: the default policy, Qwen2.5-Coder-0.5B-Instruct (prepared by `make models`: fetched from
-its pinned chunk wheels, verified, dequantized, exported int4), end to end through the real app over
+its pinned chunk wheels, verified, dequantized, exported int8), end to end through the real app over
 HTTP with its shipped calibration (`policy/calibration/`): the forced direct answer, the sources, the
 budget, and a one-step sum answered at once."""
 from pathlib import Path
