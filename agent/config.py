@@ -102,6 +102,7 @@ def calibration_mismatch(model_dir: str | Path | None, backend: str, weights: st
     if not cal or on == (backend, weights):
         return None
     msg = (f"thresholds in {path} were calibrated on backend={on[0]} weights={on[1]} but the policy is served "
-           f"on backend={backend} weights={weights}: entropies differ; re-run `python -m evals.modes --calibrate`")
+           f"on backend={backend} weights={weights}: entropies differ; re-calibrate on these weights "
+           "(`python -m evals.quality report --write-calibration`, or `python -m evals.modes --calibrate`)")
     log.warning(msg)
     return msg
