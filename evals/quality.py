@@ -17,8 +17,9 @@ Contract:
 - ``report``: per set, accuracy of both modes with 95 % Wilson intervals, their paired difference
   (95 % interval, exact McNemar p) and mean generated tokens; on the mix of the sets, the AUROC of
   the gate's score against "thinking helped" (`evals.stats.auroc`) beside its AUROC against hard vs
-  easy and against a wrong direct answer, and the "difficulty ceiling" (the bucket label itself
-  ranked against "helped": what a perfect difficulty signal would reach on this mix), τ_think calibrated on the dev
+  easy and against a wrong direct answer, and two ceilings: the bucket label itself ranked against
+  "helped" (what a perfect difficulty signal would reach on this mix) and "the direct answer is wrong"
+  ranked against "helped" (what a perfect verifier of the direct answer would reach), τ_think calibrated on the dev
   rows (`evals.stats.calibrate`, entropy mode) and the test outcome of never / always / gated /
   oracle. Writes ``<out>/<model>/report.md`` and ``report.json``; ``--write-calibration FILE`` writes
   the chosen thresholds as a ``thinkgate.json``.
@@ -185,7 +186,8 @@ def report(args) -> dict:
         hard = [r.bucket == "hard" for r in test]
         companions = {"hard_vs_easy": auroc([r.draft_entropy for r in test], hard),
                       "direct_wrong": auroc([r.draft_entropy for r in test], [r.direct_score <= 0 for r in test]),
-                      "difficulty_ceiling": auroc([float(h) for h in hard], helped(test))}
+                      "difficulty_ceiling": auroc([float(h) for h in hard], helped(test)),
+                      "wrong_direct_ceiling": auroc([float(r.direct_score <= 0) for r in test], helped(test))}
         res["mix"]["hurt_test"] = hurt
         res["mix"]["auroc_companions_test"] = companions
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
@@ -196,7 +198,9 @@ def report(args) -> dict:
                   f"hard vs easy: {fmt(companions['hard_vs_easy'])}; against a wrong direct answer: "
                   f"{fmt(companions['direct_wrong'])}. A score that knew the bucket exactly (hard above easy) would "
                   f"rank 'helped' at {fmt(companions['difficulty_ceiling'])}: the ceiling of any difficulty signal "
-                  f"on this mix."]
+                  f"on this mix; one that knew exactly which direct answers are wrong, at "
+                  f"{fmt(companions['wrong_direct_ceiling'])} (thinking helps only where the direct answer is wrong, "
+                  f"but fails on most of those)."]
         if dev:
             res["mix"]["auroc_dev"] = auroc([r.draft_entropy for r in dev], helped(dev))
             cal = calibrate(dev, args.cost_per_100, mode="entropy")

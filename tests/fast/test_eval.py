@@ -161,4 +161,6 @@ def test_quality_report_states_the_difficulty_ceiling(tmp_path, capsys):
     assert res["helped_test"] == 4 and res["hurt_test"] == 1
     assert c["hard_vs_easy"] == 1.0 and c["direct_wrong"] == pytest.approx(8 / 12)
     assert c["difficulty_ceiling"] == 0.5  # helped twice in each bucket: no difficulty score can rank it
+    # a perfect verifier of the direct answer ties the helped items with the wrong ones thinking cannot fix
+    assert c["wrong_direct_ceiling"] == pytest.approx(0.75)
     assert "ceiling" in capsys.readouterr().out
