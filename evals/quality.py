@@ -203,7 +203,7 @@ def report(args) -> dict:
                   f"but fails on most of those)."]
         if dev:
             res["mix"]["auroc_dev"] = auroc([r.draft_entropy for r in dev], helped(dev))
-            cal = calibrate(dev, args.cost_per_100, mode="entropy")
+            cal = calibrate(dev, args.cost_per_100, mode="entropy", max_token_share=args.max_token_share)
             tau = cal["tau_think"]
             res["mix"]["calibration"] = {k: v for k, v in cal.items() if k != "sweep"}
             rows = {m: decide(test, m, tau) for m in ("never", "always", "entropy", "oracle")}
@@ -213,8 +213,9 @@ def report(args) -> dict:
             res["mix"]["gated_minus_always"] = paired(rows["entropy"], rows["always"])
             ratio = s["entropy"]["total_tokens"] / max(s["always"]["total_tokens"], 1e-9)
             res["mix"]["gated_token_share_of_always"] = ratio
+            budget = (f", within {args.max_token_share:.0%} of always-think's tokens" if args.max_token_share else "")
             lines += [f"τ_think calibrated on dev (n = {len(dev)}, AUROC {res['mix']['auroc_dev']:.3f}; objective accuracy − "
-                      f"{args.cost_per_100} × tokens / 100): **{tau}** nats.", "",
+                      f"{args.cost_per_100} × tokens / 100{budget}): **{tau}** nats.", "",
                       "| mode (test) | accuracy [95 % CI] | think-rate | mean generated tokens |", "|---|---|---|---|"]
             for m, label in (("never", "never think"), ("always", "always think"), ("entropy", f"gated (τ {tau})"),
                              ("oracle", "oracle")):
@@ -232,6 +233,7 @@ def report(args) -> dict:
                          "tau_think": tau, "draft_tokens": args.draft_tokens or 16,
                          "calibrated": {"backend": "onnx", "weights": default_precision(args.model),
                                         "n_dev": len(dev), "auroc_dev": round(res["mix"]["auroc_dev"], 4),
+                                        "cost_per_100": args.cost_per_100, "max_token_share": args.max_token_share,
                                         "auroc_test": round(au, 4)}}
                 dest_cal = Path(args.write_calibration)
                 kept = json.loads(dest_cal.read_text()) if dest_cal.is_file() else {}
@@ -290,6 +292,8 @@ def main(argv=None) -> None:
     p.add_argument("--mix", nargs="+", default=["gsm", "multidigit", "onestep", "docs"])
     p.add_argument("--draft-tokens", type=int, default=None, help="gate draft length to score (default: as run)")
     p.add_argument("--cost-per-100", type=float, default=0.05, help="calibration: accuracy points per 100 tokens")
+    p.add_argument("--max-token-share", type=float, default=None,
+                   help="calibration: only τ whose dev tokens are at most this share of always-think's")
     p.add_argument("--answer-prefix", default=None)
     p.add_argument("--write-calibration", default=None, help="write the chosen thresholds to this thinkgate.json")
     p.add_argument("--out", default="docs/results/quality")

@@ -53,6 +53,20 @@ def test_calibration_picks_the_cheapest_tau_that_keeps_accuracy():
     assert tau_grid(RECS)[0] == 0.0 and tau_grid(RECS)[-1] > 3.0
 
 
+def test_calibration_within_a_token_budget():
+    """Thinking on all three hard items costs (3·30 + 2·3) / 5 = 19.2 tokens, 64 % of always-think's 30:
+    a 50 % budget allows two thoughts, and the most accurate τ inside it thinks on the least certain
+    item only (the second, 2.8 nats, does not help; ties go to the larger τ)."""
+    free = calibrate(RECS, cost_per_100=0.0, mode="entropy")
+    assert free["dev"]["accuracy"] == pytest.approx(0.8)
+    cal = calibrate(RECS, cost_per_100=0.0, mode="entropy", max_token_share=0.5)
+    assert 2.8 <= cal["tau_think"] < 3.0 and cal["max_token_share"] == 0.5
+    assert cal["dev"]["accuracy"] == pytest.approx(0.6) and cal["dev"]["think_rate"] == pytest.approx(0.2)
+    assert calibrate(RECS, 0.0, "entropy", max_token_share=0.01)["dev"]["think_rate"] == 0.0  # only never fits
+    with pytest.raises(ValueError, match="max_token_share"):
+        calibrate(RECS, 0.0, "entropy", max_token_share=1.5)
+
+
 def test_run_forced_on_a_tiny_model_pairs_both_modes():
     from tasks.arithmetic import make_items
     from tasks import render_prompt
@@ -106,7 +120,7 @@ def test_thresholds_record_their_backend_and_a_mismatch_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="thinkgate.agent"):
         msg = calibration_mismatch(tmp_path, "onnx", "int8")
     assert "backend=transformers weights=fp32" in msg and "backend=onnx weights=int8" in msg
-    assert any("re-run" in r.message for r in caplog.records)
+    assert any("re-calibrate" in r.message for r in caplog.records)
 
 
 def test_two_proportions_interval_and_errors():
