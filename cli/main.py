@@ -170,7 +170,7 @@ def search(query: str = typer.Argument(..., help="what to look for"),
 
 @app.command()
 def prepare(model: Optional[str] = typer.Option(None, help="policy model to prepare"),
-            demo: bool = typer.Option(False, "--demo", help="also build the demo index if it is missing"),
+            demo: bool = typer.Option(False, "--demo", help="also build the demo index, or resume a partial one (indexed files are skipped)"),
             index: Optional[Path] = IndexOpt):
     """Prepare the models (dequantize the default policy and export it and the query embedder to
     ONNX, once) and optionally the demo index."""
@@ -200,13 +200,13 @@ def prepare(model: Optional[str] = typer.Option(None, help="policy model to prep
         _fail(str(exc))
     if demo:
         r = _retriever(index)
-        if len(r) > 0:
-            typer.echo(f"demo index: {len(r)} chunks at {r.index.dir} (kept)")
-            return
         from retrieval.demo import demo_corpus
 
         corpus = demo_corpus(s.cache_dir)
-        typer.echo(f"demo index: building from {corpus}")
+        # files already indexed with the same sha256 are skipped: this resumes a build that `serve --demo`
+        # (or an earlier prepare) left partial, and costs one hash per file when it is complete
+        verb = f"resuming ({len(r)} chunks so far)" if len(r) else "building"
+        typer.echo(f"demo index: {verb} from {corpus}")
         rep = r.ingest([corpus])
         typer.echo(f"demo index: {rep.files_indexed} files, {rep.chunks_added} chunks in {rep.seconds:.0f}s")
 
