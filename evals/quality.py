@@ -184,10 +184,11 @@ def report(args) -> dict:
         res["mix"]["helped_test"] = sum(helped(test))
         hurt = sum(r.think_score < r.direct_score for r in test)
         hard = [r.bucket == "hard" for r in test]
+        wrong = [r.direct_score <= 0 for r in test]
         companions = {"hard_vs_easy": auroc([r.draft_entropy for r in test], hard),
-                      "direct_wrong": auroc([r.draft_entropy for r in test], [r.direct_score <= 0 for r in test]),
+                      "direct_wrong": auroc([r.draft_entropy for r in test], wrong),
                       "difficulty_ceiling": auroc([float(h) for h in hard], helped(test)),
-                      "wrong_direct_ceiling": auroc([float(r.direct_score <= 0) for r in test], helped(test))}
+                      "wrong_direct_ceiling": auroc([float(w) for w in wrong], helped(test))}
         res["mix"]["hurt_test"] = hurt
         res["mix"]["auroc_companions_test"] = companions
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731

@@ -186,14 +186,15 @@ def calibrate(dev: Sequence, cost_per_100: float, mode: str = "gated",
     budget-constrained gate (pass ``cost_per_100=0`` to pick the most accurate τ within the budget).
     Never-think always fits, so a choice exists. Raises ValueError on a share outside (0, 1].
     """
+    if max_token_share is not None and not 0 < max_token_share <= 1:
+        raise ValueError(f"max_token_share must be in (0, 1], got {max_token_share}")
     grid = tau_grid(dev)
+    rows = {t: decide(dev, mode, t) for t in grid}  # each τ's decisions once, for the budget and the objective
     if max_token_share is not None:
-        if not 0 < max_token_share <= 1:
-            raise ValueError(f"max_token_share must be in (0, 1], got {max_token_share}")
         cap = max_token_share * summarize(decide(dev, "always"))["total_tokens"]
-        grid = [t for t in grid if summarize(decide(dev, mode, t))["total_tokens"] <= cap + 1e-9] or [grid[-1]]
-    scored = [(objective(decide(dev, mode, t), cost_per_100), t) for t in grid]
+        grid = [t for t in grid if summarize(rows[t])["total_tokens"] <= cap + 1e-9] or [grid[-1]]
+    scored = [(objective(rows[t], cost_per_100), t) for t in grid]
     best_j, best = max(scored, key=lambda x: (x[0], x[1]))
     return {"tau_think": round(best, 4), "objective_dev": best_j, "cost_per_100": cost_per_100, "mode": mode,
             "max_token_share": max_token_share,
-            "dev": summarize(decide(dev, mode, best)), "sweep": [{"tau": t, "objective": j} for j, t in scored]}
+            "dev": summarize(rows[best]), "sweep": [{"tau": t, "objective": j} for j, t in scored]}
