@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CALIBRATION_FILE = "thinkgate.json"
+DECISIONS = ("entropy", "learned", "both")
 log = logging.getLogger("thinkgate.agent")
 
 
@@ -23,6 +24,7 @@ class AgentConfig:
     tau_think: float = field(default=1.5, metadata={"help": "gate: draft score above this → think"})
     tau_exit: float = field(default=1.0, metadata={"help": "probe: answer-draft score at or below this → stop thinking"})
     tau_retrieve: float = field(default=1.6, metadata={"help": "a step whose mean entropy exceeds this triggers retrieval with the step as query (FLARE/DRAGIN)"})
+    decision: str = field(default="entropy", metadata={"help": "how the gate decides under reasoning_effort=auto: 'entropy' (the draft's score against tau_think; a draft that opens <think> also thinks), 'learned' (the model's own first token: the think token → think, else answer at once; a checkpoint trained by python -m training.decision), or 'both' (think when either says so)"})
     score: str = field(default="mean", metadata={"help": "draft aggregate compared with τ: mean or max"})
     answer_prefix: str = field(default="", metadata={"help": "text forced at the start of every direct answer (the gate's draft, each probe, the answer after </think>), e.g. 'Answer:'. An instruct model's free draft of a hard question is the confident opening of a solution, so its entropy ranks the wrong way (Qwen2.5-Coder-0.5B: AUROC 0.32); a forced direct answer's entropy ranks hard above easy"})
     draft_tokens: int = field(default=16, metadata={"help": "tokens the gate drafts before deciding"})
@@ -50,6 +52,8 @@ class AgentConfig:
                 raise ValueError(f"{name} must be >= 0 nats, got {getattr(self, name)}")
         if not 0.0 <= self.think_share < 1.0:
             raise ValueError(f"think_share must be in [0, 1) so the answer keeps room, got {self.think_share}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {self.decision!r}")
         if self.score not in ("mean", "max"):
             raise ValueError(f"score must be 'mean' or 'max', got {self.score!r}")
         if not 0.5 <= self.vote_confidence < 1.0:

@@ -8,6 +8,8 @@
   the draft stays in the transcript and `answer` continues it (no extra forward pass).
   Uncertain, or the model opened ``<think>`` itself (the draft stops there: a warmed-up model's
   own decision) → ``<think>`` is appended instead. `reasoning_effort` none/high bypass the test.
+  With ``decision`` "learned" (a checkpoint of `training.decision`) the model's first token decides
+  instead — the think token → think, else the draft is the answer —; "both" thinks when either does.
 - `think_step`: one reasoning step, ending at a blank line, ``</search>``, ``</think>`` or
   `step_tokens`. A ``<search>`` call, or a step whose mean entropy exceeds τ_retrieve,
   leaves a `pending_query`.
@@ -161,6 +163,15 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
     n_draft = min(cfg.draft_tokens, budget.total if effort == "none" else budget.think)
     if n_draft < 1:
         return {"decision": "answer", "reason": no_room, "tokens": tokens}
+    learned = None  # the model's own first token (decision "learned" / "both"): True = the think token
+    if effort == "auto" and cfg.decision != "entropy":
+        first = await _run(runtime, transcript, GenerationParams(max_tokens=1), None)
+        learned = first.token_ids[:1] == ctx.policy.tokenize(THINK_OPEN)[:1]
+        tokens["probe"] = tokens["probe"] + len(first.token_ids)  # hidden work, rolled back by the prefix cache
+        if learned and budget.think - len(first.token_ids) >= 1:
+            return {"decision": "think", "reason": f"decision={cfg.decision}: the model's first token opens <think>",
+                    "transcript": transcript + ctx.policy.tokenize(THINK_OPEN + "\n"), "tokens": tokens,
+                    "score": {"first_token_entropy": first.entropies[0] if first.entropies else 0.0}}
     # the draft ends at the first paragraph break (what a model rambles after its answer is not
     # scored) or as soon as the model opens <think> itself (a warmed-up model's decision)
     lead = answer_lead(runtime)  # the direct answer is forced ("Answer:"): its entropy is the signal
@@ -175,6 +186,8 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
         decision, reason = "answer", "reasoning_effort=none: never think"
     elif THINK_OPEN in gen.text:
         decision, reason = "think", "the model opened <think> itself"
+    elif learned is not None and cfg.decision == "learned":
+        decision, reason = "answer", "decision=learned: the model's first token answers at once"
     elif value <= cfg.tau_think:
         decision, reason = "answer", f"draft {cfg.score} entropy {value:.3f} <= tau_think {cfg.tau_think}"
     else:

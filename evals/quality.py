@@ -35,28 +35,31 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-SPLITS = {"dev": 2, "test": 3}
+SPLITS = {"train": 1, "dev": 2, "test": 3}  # tasks.numeric.SPLIT_SEEDS: train rows are rollouts to learn from
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_tokens: int,
-                      answer_tokens: int) -> dict:
-    """Direct and step-by-step completions of one prompt (see the module contract).
+async def answer_direct(policy, prompt: list[int], cfg, direct_tokens: int):
+    """The direct answer of one prompt, as the agent's gate drafts it: `cfg.answer_prefix` forced, up to
+    `direct_tokens`, stopping at a blank line. Returns the `policy.base.Generation`."""
+    from policy.base import GenerationParams
+    from policy.format import THINK_OPEN
 
-    Returns:
-        dict with direct_text, direct_tokens, draft_entropies (nats, one per direct token),
-        think_text (``<think>…</think>`` + answer), think_tokens (reasoning + answer tokens).
-    """
+    lead = policy.tokenize(cfg.answer_prefix) if cfg.answer_prefix else []
+    return await policy.generate(prompt + lead, GenerationParams(max_tokens=direct_tokens, stop=("\n\n", THINK_OPEN)))
+
+
+async def answer_thinking(policy, prompt: list[int], cfg, think_tokens: int, answer_tokens: int) -> tuple[str, int]:
+    """The step-by-step answer of one prompt (see the module contract): (``<think>…</think>`` + answer
+    text, reasoning + answer tokens)."""
     from agent.nodes import answer_opening
     from policy.base import GenerationParams
     from policy.format import THINK_CLOSE, THINK_OPEN
 
-    lead = policy.tokenize(cfg.answer_prefix) if cfg.answer_prefix else []
     eos = set(policy.eos_token_ids)
-    d = await policy.generate(prompt + lead, GenerationParams(max_tokens=direct_tokens, stop=("\n\n", THINK_OPEN)))
     open_ids = policy.tokenize(THINK_OPEN + "\n")
     t = await policy.generate(prompt + open_ids, GenerationParams(max_tokens=think_tokens, stop=(THINK_CLOSE,)))
     ids = t.token_ids[:-1] if t.token_ids and t.token_ids[-1] in eos else list(t.token_ids)
@@ -73,8 +76,21 @@ async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_
                                                                                    stop=("\n\n",)))
         answer, n_answer = a.text, len(a.token_ids)
         text = f"{THINK_OPEN}\n{reasoning}" + ("\n" if closed else f"\n{THINK_CLOSE}\n") + answer
+    return text, len(t.token_ids) + n_answer
+
+
+async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_tokens: int,
+                      answer_tokens: int) -> dict:
+    """Direct and step-by-step completions of one prompt (see the module contract).
+
+    Returns:
+        dict with direct_text, direct_tokens, draft_entropies (nats, one per direct token),
+        think_text (``<think>…</think>`` + answer), think_tokens (reasoning + answer tokens).
+    """
+    d = await answer_direct(policy, prompt, cfg, direct_tokens)
+    text, n = await answer_thinking(policy, prompt, cfg, think_tokens, answer_tokens)
     return {"direct_text": d.text, "direct_tokens": len(d.token_ids), "draft_entropies": [round(e, 4) for e in d.entropies],
-            "think_text": text, "think_tokens": len(t.token_ids) + n_answer}
+            "think_text": text, "think_tokens": n}
 
 
 def draft_score(entropies: list[float], draft_tokens: int) -> tuple[float, int]:

@@ -48,6 +48,11 @@ class ModelSpec:
         extra_eos: token strings that also end a turn, written into the checkpoint's
             ``generation_config.json`` (Qwen2.5: ``<|endoftext|>`` beside the tokenizer's ``<|im_end|>``,
             as upstream's generation config lists both).
+        base: for a trained model, the registered name it was trained from (its GGUF is that one's).
+        adapter: for a trained model, its LoRA adapter dir in this repo (``policy/adapters/<name>``:
+            PEFT's ``adapter_config.json`` + fp16 ``adapter_model.safetensors`` + the model card), merged
+            into `base` once by `resolve_policy` before any export.
+        adapter_sha256: the pinned sha256 of ``adapter_model.safetensors`` (checked before the merge).
     """
 
     name: str
@@ -57,9 +62,13 @@ class ModelSpec:
     package: tuple[str, str, str] | None = None
     prepare_gb: float = 3.0
     extra_eos: tuple[str, ...] = ()
+    base: str | None = None
+    adapter: str | None = None
+    adapter_sha256: str | None = None
 
 
 DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
+ADAPTER_DIR = Path(__file__).parent / "adapters"
 TEST_POLICY = "smollm2-135m-instruct"  # the small model of the fast tier and small machines
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
@@ -144,6 +153,8 @@ def gguf_path(spec: ModelSpec, root: Path | None = None, log=print) -> Path:
         ModelNotFoundError: the package holding it is not installed.
         PrepareError: download, join or verify failed.
     """
+    if spec.base is not None:  # a trained model: its base's GGUF
+        return gguf_path(REGISTRY[spec.base], root, log)
     if spec.package is not None:
         module, filename, pip_name = spec.package
         return package_dir(module, pip_name) / filename
@@ -231,6 +242,48 @@ def prepare_gguf(gguf: Path, out_dir: Path, extra_eos: tuple[str, ...] = ()) -> 
     return out_dir
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def merge_adapter(base: Path, adapter: Path, out_dir: Path, sha256: str | None = None) -> Path:
+    """Merge a PEFT LoRA adapter into a float32 base checkpoint and save the result into `out_dir`
+    (weights, tokenizer, generation config; atomic), as `training.decision` merged it.
+
+    Raises:
+        PrepareError: step "verify" when the adapter file is missing or its sha256 is not `sha256`.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise PrepareError("verify", f"no adapter weights at {weights}")
+    if sha256 is not None and (got := file_sha256(weights)) != sha256:
+        raise PrepareError("verify", f"{weights} has sha256 {got[:12]}…, expected {sha256[:12]}…")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        merged.config.name_or_path = out_dir.name
+        merged.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(base)).save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
 def resolve_policy(name: str | None = None, root: Path | None = None, log=print) -> str:
     """Resolve a policy model name to something `from_pretrained` loads offline.
 
@@ -252,6 +305,17 @@ def resolve_policy(name: str | None = None, root: Path | None = None, log=print)
         spec = REGISTRY[name]
         out = Path(root or cache_dir()).expanduser() / "models" / name
         if (out / "config.json").exists() and (out / "model.safetensors").exists():
+            _install_calibration(name, out)
+            return str(out)
+        if spec.adapter is not None:
+            base = resolve_policy(spec.base, root, log)
+            with _file_lock(out.parent / f".{name}.lock"):
+                if not (out / "model.safetensors").exists():
+                    log(f"merge: LoRA adapter {spec.adapter} into {spec.base} → {out} (once)")
+                    try:
+                        merge_adapter(Path(base), ADAPTER_DIR.parent.parent / spec.adapter, out, spec.adapter_sha256)
+                    except OSError as exc:
+                        raise PrepareError("merge", f"{out}: {exc}") from exc
             _install_calibration(name, out)
             return str(out)
         with _file_lock(out.parent / f".{name}.lock"):

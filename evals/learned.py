@@ -1,0 +1,203 @@
+"""``python -m evals.learned``: a trained decision (`training.decision`) measured on the served backend.
+
+Contract:
+- ``run``: for every held-out item of each set (`tasks.load_items`, a split seed), the served policy
+  (`policy.models.load_policy`, onnx int8 on a CPU) takes one greedy first token on the served prompt:
+  the think token (`policy.modes.think_sequences`) → it answers step by step
+  (`evals.quality.answer_thinking`), else at once (`evals.quality.answer_direct`) — exactly the
+  branch the agent serves with ``decision: learned``. Rows {id, set, bucket, thought, first_token,
+  first_entropy, text, tokens, score} are appended to ``<out>/<model>/<split>-<set>.jsonl``;
+  a re-run skips the ids already there.
+- ``report``: per set, the think-rate (95 % Wilson), accuracy and mean generated tokens of the
+  learned decision beside the base model's forced modes on the same items (``--base DIR``: rows of
+  ``python -m evals.quality run``; never = at once, always = step by step, oracle), paired
+  differences (95 % interval, exact McNemar p; `evals.stats.paired`), and on the mix of ``--mix``
+  sets (equal counts) the learned mode's tokens as a share of the base's always-think tokens.
+  ``drift`` compares the learned branch with the base's same branch on the same items (what the
+  adapter changed in the answers themselves). Writes ``report.md`` and ``report.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from evals.quality import SPLITS, answer_direct, answer_thinking, rows_path
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def answer_learned(policy, prompt: list[int], cfg, think_id: int, direct_tokens: int, think_tokens: int,
+                         answer_tokens: int) -> dict:
+    """The learned branch of one prompt: {thought, first_token, first_entropy (nats), text, tokens}."""
+    from policy.base import GenerationParams
+
+    first = await policy.generate(prompt, GenerationParams(max_tokens=1))
+    thought = first.token_ids[:1] == [think_id]
+    if thought:
+        text, n = await answer_thinking(policy, prompt, cfg, think_tokens, answer_tokens)
+    else:
+        d = await answer_direct(policy, prompt, cfg, direct_tokens)
+        text, n = d.text, len(d.token_ids)
+    return {"thought": thought, "first_token": first.token_ids[0] if first.token_ids else None,
+            "first_entropy": round(first.entropies[0], 4) if first.entropies else None, "text": text, "tokens": n}
+
+
+def run(args) -> None:
+    """The ``run`` command (module contract)."""
+    from agent.config import AgentConfig
+    from policy.format import THINK_OPEN
+    from policy.models import load_policy, resolve_policy
+    from tasks import family, load_items, render_prompt
+
+    path = resolve_policy(args.model)
+    cfg = AgentConfig.for_model(path)
+    policy = load_policy(args.model, backend=args.backend)
+    think_id = policy.tokenize(THINK_OPEN)[0]
+    for name in args.sets:
+        items = load_items(name, args.n, SPLITS[args.split])
+        if any(it.retrieval for it in items):
+            raise ValueError(f"set {name} is served with retrieval: not supported here (use evals.quality)")
+        dest = rows_path(Path(args.out), args.model, args.split, name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        done = {json.loads(ln)["id"] for ln in dest.read_text().splitlines()} if dest.exists() else set()
+        todo = [it for it in items if it.id not in done]
+        _log(f"{args.model} {args.split}/{name}: {len(todo)} of {len(items)} items to answer")
+        t0 = time.perf_counter()
+        for k, it in enumerate(todo, 1):
+            prompt = policy.tokenize(render_prompt(policy.tokenizer, it))
+            r = asyncio.run(answer_learned(policy, prompt, cfg, think_id, args.direct_tokens, args.think_tokens,
+                                           args.answer_tokens))
+            row = {"id": it.id, "set": name, "bucket": it.bucket, **r, "score": family(it).score(r["text"], it)}
+            with dest.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            if k % 25 == 0 or k == len(todo):
+                _log(f"  {k}/{len(todo)}  {(time.perf_counter() - t0) / k:.1f} s/item")
+
+
+def _read(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in (json.loads(ln) for ln in path.read_text().splitlines() if ln.strip())} if path.is_file() else {}
+
+
+def set_report(rows: dict[str, dict], base: dict[str, dict]) -> dict:
+    """Report of one set (module contract): `rows` learned rows by id, `base` the base's forced rows by id."""
+    from evals.stats import paired, summarize, wilson
+
+    ids = sorted(rows, key=lambda i: int(i.rsplit("-", 1)[1]))
+    learned = [{"id": i, "score": rows[i]["score"], "thought": rows[i]["thought"],
+                "think_tokens": rows[i]["tokens"] if rows[i]["thought"] else 0,
+                "answer_tokens": 0 if rows[i]["thought"] else rows[i]["tokens"], "hidden_tokens": 0} for i in ids]
+    k = sum(r["thought"] for r in learned)
+    out = {"n": len(ids), "think_rate": k / len(ids) if ids else 0.0, "think_rate_ci": list(wilson(k, len(ids))),
+           "learned": summarize(learned)}
+    common = [i for i in ids if i in base]
+    if common:
+        def mode(name):
+            rs = []
+            for i in common:
+                b = base[i]
+                think = {"never": False, "always": True, "oracle": b["think_score"] > b["direct_score"]}[name]
+                rs.append({"id": i, "score": b["think_score"] if think else b["direct_score"], "thought": think,
+                           "think_tokens": b["think_tokens"] if think else 0,
+                           "answer_tokens": 0 if think else b["direct_tokens"], "hidden_tokens": 0})
+            return rs
+        lc = [r for r in learned if r["id"] in base]
+        base_modes = {m: mode(m) for m in ("never", "always", "oracle")}
+        out["n_paired"] = len(common)
+        out["base"] = {m: summarize(r) for m, r in base_modes.items()}
+        out["learned_vs_always"] = paired(lc, base_modes["always"])
+        out["learned_vs_never"] = paired(lc, base_modes["never"])
+        same = [{"id": r["id"], "score": base[r["id"]]["think_score" if r["thought"] else "direct_score"]} for r in lc]
+        out["drift"] = paired(lc, same)
+        out["tokens_vs_always"] = (out["learned"]["total_tokens"] / out["base"]["always"]["total_tokens"]
+                                   if out["base"]["always"]["total_tokens"] else None)
+    return out
+
+
+def report(args) -> dict:
+    """The ``report`` command: report.json and report.md under ``<out>/<model>``."""
+    out_dir = Path(args.out) / Path(args.model).name
+    res = {"model": args.model, "split": args.split, "base": args.base, "sets": {}}
+    all_rows, all_base = {}, {}
+    for name in args.sets:
+        rows = _read(rows_path(Path(args.out), args.model, args.split, name))
+        if not rows:
+            raise FileNotFoundError(f"no rows for {args.split}/{name} under {out_dir}: run `python -m evals.learned run` first")
+        base = _read(Path(args.base) / f"{args.split}-{name}.jsonl") if args.base else {}
+        res["sets"][name] = set_report(rows, base)
+        if name in args.mix:
+            all_rows.update(rows)
+            all_base.update(base)
+    if all_rows:
+        mix = set_report(all_rows, all_base)
+        res["mix"] = {"sets": args.mix, **mix}
+    lines = [f"# learned decision of {args.model} ({args.split} split; base rows {args.base})", "",
+             "| set | n | think-rate [95 % CI] | learned acc [95 % CI] · tokens | base never | base always | base oracle "
+             "| learned − always [95 % CI], p | learned − never [95 % CI], p | tokens / always | drift (same branch) |",
+             "|" + "---|" * 11]
+    for name, r in list(res["sets"].items()) + ([("mix (" + " + ".join(args.mix) + ")", res["mix"])] if "mix" in res else []):
+        lo, hi = r["think_rate_ci"]
+        s = r["learned"]
+        cells = [name, str(r["n"]), f"{r['think_rate']:.2f} [{lo:.2f}, {hi:.2f}]",
+                 f"{s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] · {s['total_tokens']:.0f}"]
+        if "base" in r:
+            for m in ("never", "always", "oracle"):
+                b = r["base"][m]
+                cells.append(f"{b['accuracy']:.3f} · {b['total_tokens']:.0f}")
+            for key in ("learned_vs_always", "learned_vs_never"):
+                p = r[key]
+                cells.append(f"{p['diff']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}], p {p['mcnemar_p']:.2g}")
+            cells.append(f"{r['tokens_vs_always']:.2f}" if r["tokens_vs_always"] is not None else "—")
+            d = r["drift"]
+            cells.append(f"{d['diff']:+.3f} ({d['a_only']} up, {d['b_only']} down)")
+        else:
+            cells += ["—"] * 7
+        lines.append("| " + " | ".join(cells) + " |")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(res, indent=1))
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry; bad input exits 2 with a one-line message."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(prog="python -m evals.learned", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="answer held-out items on the branch the model's first token picks")
+    r.add_argument("--model", required=True, help="registered name or checkpoint dir (a training.decision output)")
+    r.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep", "letters", "times"])
+    r.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
+    r.add_argument("--n", type=int, default=150)
+    r.add_argument("--backend", default="auto")
+    r.add_argument("--direct-tokens", type=int, default=32)
+    r.add_argument("--think-tokens", type=int, default=512)
+    r.add_argument("--answer-tokens", type=int, default=32)
+    r.add_argument("--out", default="docs/results/learned")
+    p = sub.add_parser("report", help="think-rate, accuracy and tokens against the base's forced modes")
+    p.add_argument("--model", required=True)
+    p.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep", "letters", "times"])
+    p.add_argument("--mix", nargs="+", default=["gsm", "multidigit", "onestep"])
+    p.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
+    p.add_argument("--base", default=None, help="dir of the base model's evals.quality rows (<split>-<set>.jsonl)")
+    p.add_argument("--out", default="docs/results/learned")
+    ns = ap.parse_args(argv)
+    if getattr(ns, "n", 1) < 1:
+        ap.error(f"--n must be >= 1, got {ns.n}")
+    try:
+        run(ns) if ns.cmd == "run" else report(ns)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
