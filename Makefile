@@ -18,7 +18,7 @@ CORE   := $(VENV)/.installed-core
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-core models models-core docs demo-index serve postgres chromium llama-server test test-fast test-integration bench train-ntr train-sft train-rl results results-ntr-docs clean
+.PHONY: install install-core models models-core docs demo-index serve postgres chromium llama-server test test-fast test-integration bench train-ntr train-sft train-rl results results-ntr-docs train-decision results-decision clean
 
 # serving needs only the core packages (a first `make serve` is quicker); tests, training and
 # evaluation add the extras on top
@@ -137,6 +137,27 @@ results-ntr-docs: train-rl docs
 	  [ -n "$$d" ] && echo "--corpus $$d") --out $(CACHE)/ntr-docs-test.jsonl --n 300 --easy-share 0.5 --seed 3
 	$(PY) -m evals.modes --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks ntr \
 	  --ntr-file $(CACHE)/ntr-docs-test.jsonl --n 300 --think-tokens 128 --batch-size 50 --out docs/results/eval-ntr-docs
+
+# The served decision of the 0.5B (issue 27; docs/results/learned): both modes of 100 training and 100 dev items per
+# set answered on the served int8 backend (about 30 + 25 min on 2 cores), the first-token decision trained on them
+# (training/recipes/decision_qwen_cpu.yaml, minutes), its adapter published as policy/adapters (the served default;
+# its sha256 goes into policy/models.py), then the held-out evaluation of what is served (about 30 min).
+QWEN_ROWS := qwen2.5-coder-0.5b-instruct
+runs/rollouts/$(QWEN_ROWS)/train-onestep.jsonl: | models-core
+	$(PY) -m evals.quality run --split train --n 100 --sets gsm multidigit onestep --think-tokens 512 --out runs/rollouts
+runs/dev-rollouts/$(QWEN_ROWS)/dev-onestep.jsonl: | models-core
+	$(PY) -m evals.quality run --split dev --n 100 --sets gsm multidigit onestep --think-tokens 512 --out runs/dev-rollouts
+runs/decision-qwen/summary.json: runs/rollouts/$(QWEN_ROWS)/train-onestep.jsonl runs/dev-rollouts/$(QWEN_ROWS)/dev-onestep.jsonl
+	$(PY) -m training.decision training/recipes/decision_qwen_cpu.yaml
+train-decision: runs/decision-qwen/summary.json
+	mkdir -p policy/adapters/qwen2.5-coder-0.5b-thinkgate
+	cp runs/decision-qwen/adapter/adapter_model.safetensors runs/decision-qwen/adapter/adapter_config.json \
+	  policy/adapters/qwen2.5-coder-0.5b-thinkgate/
+	sha256sum policy/adapters/qwen2.5-coder-0.5b-thinkgate/adapter_model.safetensors
+results-decision: train-decision
+	$(PY) -m evals.learned run --model qwen2.5-coder-0.5b-thinkgate --n 150 --agent-check 10
+	$(PY) -m evals.learned report --model qwen2.5-coder-0.5b-thinkgate \
+	  --base docs/results/quality-int8/qwen2.5-coder-0.5b-instruct
 
 clean:
 	rm -rf $(VENV) .pytest_cache

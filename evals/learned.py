@@ -7,7 +7,8 @@ Contract:
   (`evals.quality.answer_thinking`), else at once (`evals.quality.answer_direct`) — exactly the
   branch the agent serves with ``decision: learned``. Rows {id, set, bucket, thought, first_token,
   first_entropy, text, tokens, score} are appended to ``<out>/<model>/<split>-<set>.jsonl``;
-  a re-run skips the ids already there.
+  a re-run skips the ids already there. ``--agent-check K`` then runs the served agent on K of them
+  and writes how often its decision and score agree (``<split>-<set>.agent-check.json``).
 - ``report``: per set, the think-rate (95 % Wilson), accuracy and mean generated tokens of the
   learned decision beside the base model's forced modes on the same items (``--base DIR``: rows of
   ``python -m evals.quality run``; never = at once, always = step by step, oracle), paired
@@ -78,6 +79,27 @@ def run(args) -> None:
                 fh.write(json.dumps(row) + "\n")
             if k % 25 == 0 or k == len(todo):
                 _log(f"  {k}/{len(todo)}  {(time.perf_counter() - t0) / k:.1f} s/item")
+        if args.agent_check:
+            check = asyncio.run(agent_check(policy, cfg, items, _read(dest), args.agent_check))
+            (dest.parent / f"{args.split}-{name}.agent-check.json").write_text(json.dumps(check))
+            _log(f"  agent check: {check}")
+
+
+async def agent_check(policy, cfg, items, rows: dict[str, dict], k: int) -> dict:
+    """The served agent (`agent.runner.Agent`, effort auto, the config's own budgets) on `k` evenly spaced
+    items: how often its decision (thought or not) and its score match the learned rows'."""
+    from agent.runner import Agent
+    from tasks import family
+
+    picked = [it for it in items[:: max(1, len(items) // k)] if it.id in rows][:k]
+    same_decision = same_score = 0
+    for it in picked:
+        turn = await Agent(policy, None, cfg).run([{"role": "user", "content": it.question}], effort="auto")
+        same_decision += turn.thought == rows[it.id]["thought"]
+        same_score += family(it).score(turn.answer, it) == rows[it.id]["score"]
+    n = len(picked)
+    return {"n": n, "decision_agreement": same_decision / n if n else None,
+            "score_agreement": same_score / n if n else None}
 
 
 def _read(path: Path) -> dict[str, dict]:
@@ -130,6 +152,9 @@ def report(args) -> dict:
             raise FileNotFoundError(f"no rows for {args.split}/{name} under {out_dir}: run `python -m evals.learned run` first")
         base = _read(Path(args.base) / f"{args.split}-{name}.jsonl") if args.base else {}
         res["sets"][name] = set_report(rows, base)
+        check = rows_path(Path(args.out), args.model, args.split, name).with_suffix(".agent-check.json")
+        if check.is_file():
+            res["sets"][name]["agent_check"] = json.loads(check.read_text())
         if name in args.mix:
             all_rows.update(rows)
             all_base.update(base)
@@ -182,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--think-tokens", type=int, default=512)
     r.add_argument("--answer-tokens", type=int, default=32)
     r.add_argument("--out", default="docs/results/learned")
+    r.add_argument("--agent-check", type=int, default=0, help="run the served agent on K items per set and compare")
     p = sub.add_parser("report", help="think-rate, accuracy and tokens against the base's forced modes")
     p.add_argument("--model", required=True)
     p.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep", "letters", "times"])
