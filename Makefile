@@ -143,11 +143,19 @@ results-ntr-docs: train-rl docs
 # (training/recipes/decision_qwen_cpu.yaml, minutes), its adapter published as policy/adapters (the served default;
 # its sha256 goes into policy/models.py), then the held-out evaluation of what is served (about 30 min).
 QWEN_ROWS := qwen2.5-coder-0.5b-instruct
-runs/rollouts/$(QWEN_ROWS)/train-onestep.jsonl: | models-core
-	$(PY) -m evals.quality run --split train --n 100 --sets gsm multidigit onestep --think-tokens 512 --out runs/rollouts
-runs/dev-rollouts/$(QWEN_ROWS)/dev-onestep.jsonl: | models-core
-	$(PY) -m evals.quality run --split dev --n 100 --sets gsm multidigit onestep --think-tokens 512 --out runs/dev-rollouts
-runs/decision-qwen/summary.json: runs/rollouts/$(QWEN_ROWS)/train-onestep.jsonl runs/dev-rollouts/$(QWEN_ROWS)/dev-onestep.jsonl
+QWEN_SETS := gsm multidigit onestep
+# a stamp marks a finished run (an interrupted one leaves partial rows that the re-run resumes)
+runs/rollouts/$(QWEN_ROWS)/.done: | models-core
+	$(PY) -m evals.quality run --split train --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/rollouts
+	touch $@
+# dev: the first 50 items per set are the committed calibration rows (same seed, backend and budgets); 50 more are run
+runs/dev-rollouts/$(QWEN_ROWS)/.done: | models-core
+	mkdir -p $(dir $@)
+	for s in $(QWEN_SETS); do test -f $(dir $@)dev-$$s.jsonl \
+	  || cp docs/results/quality-int8/$(QWEN_ROWS)/dev-$$s.jsonl $(dir $@); done
+	$(PY) -m evals.quality run --split dev --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/dev-rollouts
+	touch $@
+runs/decision-qwen/summary.json: runs/rollouts/$(QWEN_ROWS)/.done runs/dev-rollouts/$(QWEN_ROWS)/.done
 	$(PY) -m training.decision training/recipes/decision_qwen_cpu.yaml
 train-decision: runs/decision-qwen/summary.json
 	mkdir -p policy/adapters/qwen2.5-coder-0.5b-thinkgate

@@ -69,6 +69,7 @@ class ModelSpec:
 
 DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
 ADAPTER_DIR = Path(__file__).parent / "adapters"
+ADAPTER_STAMP = "adapter.sha256"  # in a merged checkpoint: the sha256 of the adapter merged into it
 TEST_POLICY = "smollm2-135m-instruct"  # the small model of the fast tier and small machines
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
@@ -276,12 +277,22 @@ def merge_adapter(base: Path, adapter: Path, out_dir: Path, sha256: str | None =
         merged.config.name_or_path = out_dir.name
         merged.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(base)).save_pretrained(tmp)
+        (tmp / ADAPTER_STAMP).write_text(file_sha256(weights) + "\n")  # which adapter this merge holds
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _stale_merge(spec: ModelSpec, out: Path) -> bool:
+    """True when `out` holds a merge of another adapter than `spec` pins (a new adapter was committed):
+    it is merged again, and its export follows (`export_key` changes with the weights)."""
+    if spec.adapter is None or spec.adapter_sha256 is None:
+        return False
+    stamp = out / ADAPTER_STAMP
+    return not stamp.is_file() or stamp.read_text().strip() != spec.adapter_sha256
 
 
 def resolve_policy(name: str | None = None, root: Path | None = None, log=print) -> str:
@@ -304,13 +315,13 @@ def resolve_policy(name: str | None = None, root: Path | None = None, log=print)
     if name in REGISTRY:
         spec = REGISTRY[name]
         out = Path(root or cache_dir()).expanduser() / "models" / name
-        if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        if (out / "config.json").exists() and (out / "model.safetensors").exists() and not _stale_merge(spec, out):
             _install_calibration(name, out)
             return str(out)
         if spec.adapter is not None:
             base = resolve_policy(spec.base, root, log)
             with _file_lock(out.parent / f".{name}.lock"):
-                if not (out / "model.safetensors").exists():
+                if not (out / "model.safetensors").exists() or _stale_merge(spec, out):
                     log(f"merge: LoRA adapter {spec.adapter} into {spec.base} → {out} (once)")
                     try:
                         merge_adapter(Path(base), ADAPTER_DIR.parent.parent / spec.adapter, out, spec.adapter_sha256)

@@ -2,6 +2,7 @@
 tiny random Qwen2 moves p(think) the way the paired rollouts say, the saved adapter is fp16, the
 agent's ``decision: learned`` follows the first token, and `evals.learned` pairs with the base's rows."""
 import json
+from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -157,3 +158,38 @@ def test_prepare_merges_the_adapter_once_and_checks_its_sha256(tmp_path):
         want = peft.half().float()(input_ids=ids).logits  # the fp16 adapter, as shipped
         got = merged(input_ids=ids).logits
     assert torch.allclose(got, want, atol=1e-3) and (out / "tokenizer.json").is_file()
+
+
+def test_a_newly_pinned_adapter_is_merged_again_and_an_unchanged_one_is_not(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from policy.models import ADAPTER_STAMP, REGISTRY, ModelSpec, file_sha256, resolve_policy
+    from tests.helpers import byte_bpe_tokenizer, tiny_qwen2
+    from training.decision import save_adapter_fp16
+
+    tok = byte_bpe_tokenizer()
+    base_dir = tmp_path / "base"
+    tiny_qwen2(len(tok)).save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    shas = []
+    for k in range(2):  # two different adapters, as two commits of policy/adapters would hold
+        model = tiny_qwen2(len(tok))
+        torch.manual_seed(k)  # the LoRA weights (tiny_qwen2 seeds the base itself)
+        peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+        shas.append(file_sha256(save_adapter_fp16(peft, tmp_path / f"adapter{k}")))
+    assert shas[0] != shas[1]
+    spec = ModelSpec("tiny-trained", "none", "int8", base=str(base_dir), adapter=str(tmp_path / "adapter0"),
+                     adapter_sha256=shas[0])
+    monkeypatch.setitem(REGISTRY, spec.name, spec)
+    out = Path(resolve_policy(spec.name, root=tmp_path / "cache", log=lambda _: None))
+    assert (out / ADAPTER_STAMP).read_text().strip() == shas[0]
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    assert resolve_policy(spec.name, root=tmp_path / "cache", log=lambda _: None) == str(out)
+    assert (out / "model.safetensors").stat().st_mtime_ns == mtime  # unchanged pin: no second merge
+    monkeypatch.setitem(REGISTRY, spec.name, replace(spec, adapter=str(tmp_path / "adapter1"), adapter_sha256=shas[1]))
+    lines = []
+    assert resolve_policy(spec.name, root=tmp_path / "cache", log=lines.append) == str(out)
+    assert (out / ADAPTER_STAMP).read_text().strip() == shas[1] and any("merge" in ln for ln in lines)
