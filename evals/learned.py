@@ -16,6 +16,12 @@ Contract:
   sets (equal counts) the learned mode's tokens as a share of the base's always-think tokens.
   ``drift`` compares the learned branch with the base's same branch on the same items (what the
   adapter changed in the answers themselves). Writes ``report.md`` and ``report.json``.
+- ``auroc``: the decision as a ranking signal (issue 26's "compose the gate with the model's own
+  first-token choice"): p(think token | served prompt) of the checkpoint (transformers, fp32;
+  `training.decision.p_think`) on the base's rows of ``--base``, its AUROC (`evals.stats.auroc`)
+  against "thinking helped" (forced step by step right, at once wrong), against a wrong direct answer,
+  and beside it the base's gate score (the forced-``Answer:`` draft's mean entropy) on the same items.
+  Writes ``auroc.json`` with the per-item p(think).
 """
 from __future__ import annotations
 
@@ -190,6 +196,46 @@ def report(args) -> dict:
     return res
 
 
+def auroc_report(args) -> dict:
+    """The ``auroc`` command (module contract); returns what it writes to ``<out>/<model>/auroc.json``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evals.stats import auroc
+    from policy.models import resolve_policy
+    from policy.modes import think_sequences
+    from tasks import load_items, render_prompt
+    from training.decision import p_think
+
+    path = resolve_policy(args.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    think_id = think_sequences(tok)[0][0]
+    rows: list[dict] = []
+    for name in args.sets:
+        base = _read(Path(args.base) / f"{args.split}-{name}.jsonl")
+        if not base:
+            raise FileNotFoundError(f"no base rows {args.split}-{name}.jsonl under {args.base}")
+        items = {it.id: it for it in load_items(name, len(base), SPLITS[args.split])}
+        for i, r in base.items():
+            rows.append({"id": i, "set": name, "prompt": tok.encode(render_prompt(tok, items[i]), add_special_tokens=False),
+                         "helped": r["think_score"] > r["direct_score"], "wrong_direct": r["direct_score"] < 1.0,
+                         "gate": r["draft_entropy"]})
+    ps = p_think(model, tok, [r["prompt"] for r in rows], think_id)
+    res = {"model": args.model, "split": args.split, "sets": args.sets, "n": len(rows),
+           "helped": sum(r["helped"] for r in rows), "wrong_direct": sum(r["wrong_direct"] for r in rows)}
+    for label in ("helped", "wrong_direct"):
+        y = [r[label] for r in rows]
+        res[f"auroc_p_think_vs_{label}"] = auroc(ps, y)
+        res[f"auroc_gate_vs_{label}"] = auroc([r["gate"] for r in rows], y)
+    res["items"] = [{"id": r["id"], "p_think": round(p, 5)} for r, p in zip(rows, ps)]
+    out_dir = Path(args.out) / Path(args.model).name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "auroc.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "items"}, indent=1))
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry; bad input exits 2 with a one-line message."""
     import os
@@ -215,11 +261,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
     p.add_argument("--base", default=None, help="dir of the base model's evals.quality rows (<split>-<set>.jsonl)")
     p.add_argument("--out", default="docs/results/learned")
+    a = sub.add_parser("auroc", help="p(think) of the checkpoint ranked against 'thinking helped' on the base's rows")
+    a.add_argument("--model", required=True)
+    a.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep"])
+    a.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
+    a.add_argument("--base", required=True, help="dir of the base model's evals.quality rows (<split>-<set>.jsonl)")
+    a.add_argument("--out", default="docs/results/learned")
     ns = ap.parse_args(argv)
     if getattr(ns, "n", 1) < 1:
         ap.error(f"--n must be >= 1, got {ns.n}")
     try:
-        run(ns) if ns.cmd == "run" else report(ns)
+        {"run": run, "report": report, "auroc": auroc_report}[ns.cmd](ns)
     except (ValueError, LookupError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

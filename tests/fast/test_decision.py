@@ -193,3 +193,28 @@ def test_a_newly_pinned_adapter_is_merged_again_and_an_unchanged_one_is_not(tmp_
     lines = []
     assert resolve_policy(spec.name, root=tmp_path / "cache", log=lines.append) == str(out)
     assert (out / ADAPTER_STAMP).read_text().strip() == shas[1] and any("merge" in ln for ln in lines)
+
+
+def test_auroc_ranks_p_think_and_the_base_gate_against_thinking_helped(tmp_path):
+    from argparse import Namespace
+
+    from evals.learned import auroc_report
+    from tasks import load_items
+    from tests.helpers import byte_bpe_tokenizer, tiny_qwen2
+
+    tok = byte_bpe_tokenizer()
+    ckpt = tmp_path / "ckpt"
+    tiny_qwen2(len(tok)).save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    base = tmp_path / "base"
+    base.mkdir()
+    helped = [True, False, True, False, False]
+    rows = [{"id": it.id, "think_score": float(h), "direct_score": 0.0 if k < 3 else 1.0,
+             "draft_entropy": 2.0 if h else 0.5, "meta": {}} for k, (it, h) in enumerate(zip(load_items("onestep", 5, 3), helped))]
+    (base / "test-onestep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = auroc_report(Namespace(model=str(ckpt), sets=["onestep"], split="test", base=str(base), out=str(tmp_path / "out")))
+    assert (res["n"], res["helped"], res["wrong_direct"]) == (5, 2, 3)
+    assert res["auroc_gate_vs_helped"] == 1.0  # the gate score was made to equal the label
+    assert 0.0 <= res["auroc_p_think_vs_helped"] <= 1.0
+    assert all(0.0 < r["p_think"] < 1.0 for r in res["items"])
+    assert json.loads((tmp_path / "out" / "ckpt" / "auroc.json").read_text())["n"] == 5
