@@ -146,14 +146,14 @@ QWEN_ROWS := qwen2.5-coder-0.5b-instruct
 QWEN_SETS := gsm multidigit onestep
 # a stamp marks a finished run (an interrupted one leaves partial rows that the re-run resumes)
 runs/rollouts/$(QWEN_ROWS)/.done: | models-core
-	$(PY) -m evals.quality run --split train --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/rollouts
+	$(PY) -m evals.quality run --model $(QWEN_ROWS) --split train --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/rollouts
 	touch $@
 # dev: the first 50 items per set are the committed calibration rows (same seed, backend and budgets); 50 more are run
 runs/dev-rollouts/$(QWEN_ROWS)/.done: | models-core
 	mkdir -p $(dir $@)
 	for s in $(QWEN_SETS); do test -f $(dir $@)dev-$$s.jsonl \
 	  || cp docs/results/quality-int8/$(QWEN_ROWS)/dev-$$s.jsonl $(dir $@); done
-	$(PY) -m evals.quality run --split dev --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/dev-rollouts
+	$(PY) -m evals.quality run --model $(QWEN_ROWS) --split dev --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/dev-rollouts
 	touch $@
 runs/decision-qwen/summary.json: runs/rollouts/$(QWEN_ROWS)/.done runs/dev-rollouts/$(QWEN_ROWS)/.done
 	$(PY) -m training.decision training/recipes/decision_qwen_cpu.yaml

@@ -81,10 +81,10 @@ def test_a_full_disk_is_reported_before_writing(tmp_path, monkeypatch):
 
 def test_registry_default_precision_and_calibration(tmp_path):
     from agent.config import AgentConfig
-    from policy.models import DEFAULT_POLICY, REGISTRY, TEST_POLICY, default_precision, resolve_policy
+    from policy.models import BASE_POLICY, DEFAULT_POLICY, REGISTRY, TEST_POLICY, default_precision, resolve_policy
 
-    assert DEFAULT_POLICY == "qwen2.5-coder-0.5b-instruct"
-    assert {"qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", TEST_POLICY} <= set(REGISTRY)
+    assert DEFAULT_POLICY == "qwen2.5-coder-0.5b-thinkgate" and REGISTRY[DEFAULT_POLICY].base == BASE_POLICY
+    assert {BASE_POLICY, "qwen2.5-coder-1.5b-instruct", TEST_POLICY} <= set(REGISTRY)
     for name in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"):
         spec = REGISTRY[name].chunked
         assert len(spec.sha256) == 64 and spec.size > 4 * 10**8
@@ -94,13 +94,41 @@ def test_registry_default_precision_and_calibration(tmp_path):
     assert default_precision(DEFAULT_POLICY) == "int8" and default_precision("qwen2.5-coder-1.5b-instruct") == "int4"
     assert default_precision("/some/dir") == "int8"
     # a prepared dir (as the cache holds it) gets the repo's calibrated thinkgate.json on resolve
+    out = tmp_path / "models" / BASE_POLICY
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"")
+    assert resolve_policy(BASE_POLICY, tmp_path) == str(out)
+    cfg = AgentConfig.for_model(out)
+    assert cfg.answer_prefix == "Answer:" and cfg.decision == "entropy"
+    (out / "thinkgate.json").write_text('{"tau_think": 9}')  # a stale copy is replaced
+    resolve_policy(BASE_POLICY, tmp_path)
+    assert AgentConfig.for_model(out).answer_prefix == "Answer:"
+    # the served default: a merge of the pinned adapter (its stamp says which) decides by its first token
     out = tmp_path / "models" / DEFAULT_POLICY
     out.mkdir(parents=True)
     (out / "config.json").write_text("{}")
     (out / "model.safetensors").write_bytes(b"")
+    (out / "adapter.sha256").write_text(REGISTRY[DEFAULT_POLICY].adapter_sha256)
     assert resolve_policy(DEFAULT_POLICY, tmp_path) == str(out)
-    cfg = AgentConfig.for_model(out)
-    assert cfg.answer_prefix == "Answer:"
-    (out / "thinkgate.json").write_text('{"tau_think": 9}')  # a stale copy is replaced
-    resolve_policy(DEFAULT_POLICY, tmp_path)
-    assert AgentConfig.for_model(out).answer_prefix == "Answer:"
+    assert AgentConfig.for_model(out).decision == "learned"
+
+
+def test_the_served_adapter_is_the_pinned_fp16_file_with_its_model_card():
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from policy.models import DEFAULT_POLICY, REGISTRY, file_sha256
+
+    spec = REGISTRY[DEFAULT_POLICY]
+    d = Path(__file__).parents[2] / spec.adapter
+    f = d / "adapter_model.safetensors"
+    assert file_sha256(f) == spec.adapter_sha256
+    assert f.stat().st_size <= 40 * 2**20  # the one weights file the repo may hold
+    with safe_open(str(f), "pt") as st:
+        assert {str(st.get_tensor(k).dtype) for k in st.keys()} == {"torch.float16"}
+    assert json.loads((d / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    card = (d / "README.md").read_text()
+    assert spec.adapter_sha256 in card and REGISTRY[spec.base].chunked.sha256 in card
