@@ -129,7 +129,8 @@ async def test_a_direct_turn_shows_its_badge_entropy_chart_and_sources(page):
 async def test_a_high_effort_turn_folds_its_reasoning_with_steps(page):
     turn = await ask(page, "A shop sells pens at 3 dollars each. Tom buys 4 pens and pays with a 20 dollar bill. "
                            "How much change does he get?", "high", 160)
-    assert await turn.locator(".badge").inner_text() == "thought"
+    # a thinking turn: "thought", or "voted" when the probe was still uncertain at the budget (model-dependent)
+    assert await turn.locator(".badge").inner_text() in ("thought", "voted")
     fold = turn.locator("details.reasoning")
     summary = await fold.locator("summary").inner_text()
     assert summary.startswith("Thought for ") and "step" in summary
