@@ -139,9 +139,10 @@ results-ntr-docs: train-rl docs
 	  --ntr-file $(CACHE)/ntr-docs-test.jsonl --n 300 --think-tokens 128 --batch-size 50 --out docs/results/eval-ntr-docs
 
 # The served decision of the 0.5B (issue 27; docs/results/learned): both modes of 100 training and 100 dev items per
-# set answered on the served int8 backend (about 30 + 25 min on 2 cores), the first-token decision trained on them
-# (training/recipes/decision_qwen_cpu.yaml, minutes), its adapter published as policy/adapters (the served default;
-# its sha256 goes into policy/models.py), then the held-out evaluation of what is served (about 30 min).
+# set answered on the served int8 backend (measured: 24 min train, 12 min for the 50 dev items per set not already
+# committed), the first-token decision trained on them (training/recipes/decision_qwen_cpu.yaml, 32 min), its adapter
+# published as policy/adapters (the served default; its sha256 goes into policy/models.py and the model card), then
+# the held-out evaluation of what is served (about 40 min beside other jobs).
 QWEN_ROWS := qwen2.5-coder-0.5b-instruct
 QWEN_SETS := gsm multidigit onestep
 # a stamp marks a finished run (an interrupted one leaves partial rows that the re-run resumes)
@@ -165,6 +166,8 @@ train-decision: runs/decision-qwen/summary.json
 results-decision: train-decision
 	$(PY) -m evals.learned run --model qwen2.5-coder-0.5b-thinkgate --n 150 --agent-check 10
 	$(PY) -m evals.learned report --model qwen2.5-coder-0.5b-thinkgate \
+	  --base docs/results/quality-int8/qwen2.5-coder-0.5b-instruct
+	$(PY) -m evals.learned auroc --model qwen2.5-coder-0.5b-thinkgate \
 	  --base docs/results/quality-int8/qwen2.5-coder-0.5b-instruct
 
 clean:
