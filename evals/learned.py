@@ -204,23 +204,23 @@ def auroc_report(args) -> dict:
     from evals.stats import auroc
     from policy.models import resolve_policy
     from policy.modes import think_sequences
-    from tasks import load_items, render_prompt
-    from training.decision import p_think
+    from tasks import render_prompt
+    from training.decision import _items_for, p_think
 
+    base: list[dict] = []
+    for name in args.sets:
+        rows_of_set = _read(Path(args.base) / f"{args.split}-{name}.jsonl")
+        if not rows_of_set:
+            raise FileNotFoundError(f"no base rows {args.split}-{name}.jsonl under {args.base}")
+        base += rows_of_set.values()
+    items = _items_for(base)  # each row's item rebuilt from its set and split seed (LookupError if it cannot be)
     path = resolve_policy(args.model)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     think_id = think_sequences(tok)[0][0]
-    rows: list[dict] = []
-    for name in args.sets:
-        base = _read(Path(args.base) / f"{args.split}-{name}.jsonl")
-        if not base:
-            raise FileNotFoundError(f"no base rows {args.split}-{name}.jsonl under {args.base}")
-        items = {it.id: it for it in load_items(name, len(base), SPLITS[args.split])}
-        for i, r in base.items():
-            rows.append({"id": i, "set": name, "prompt": tok.encode(render_prompt(tok, items[i]), add_special_tokens=False),
-                         "helped": r["think_score"] > r["direct_score"], "wrong_direct": r["direct_score"] < 1.0,
-                         "gate": r["draft_entropy"]})
+    rows = [{"id": r["id"], "prompt": tok.encode(render_prompt(tok, items[r["id"]]), add_special_tokens=False),
+             "helped": r["think_score"] > r["direct_score"], "wrong_direct": r["direct_score"] < 1.0,
+             "gate": r["draft_entropy"]} for r in base]
     ps = p_think(model, tok, [r["prompt"] for r in rows], think_id)
     res = {"model": args.model, "split": args.split, "sets": args.sets, "n": len(rows),
            "helped": sum(r["helped"] for r in rows), "wrong_direct": sum(r["wrong_direct"] for r in rows)}

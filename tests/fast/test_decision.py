@@ -210,7 +210,7 @@ def test_auroc_ranks_p_think_and_the_base_gate_against_thinking_helped(tmp_path)
     base.mkdir()
     helped = [True, False, True, False, False]
     rows = [{"id": it.id, "think_score": float(h), "direct_score": 0.0 if k < 3 else 1.0,
-             "draft_entropy": 2.0 if h else 0.5, "meta": {}} for k, (it, h) in enumerate(zip(load_items("onestep", 5, 3), helped))]
+             "draft_entropy": 2.0 if h else 0.5, "meta": {"set": "onestep"}} for k, (it, h) in enumerate(zip(load_items("onestep", 5, 3), helped))]
     (base / "test-onestep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = auroc_report(Namespace(model=str(ckpt), sets=["onestep"], split="test", base=str(base), out=str(tmp_path / "out")))
     assert (res["n"], res["helped"], res["wrong_direct"]) == (5, 2, 3)
