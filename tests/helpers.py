@@ -91,11 +91,14 @@ class FakeRetriever:
         self.docs = docs
         self.queries: list[str] = []
 
-    async def asearch(self, query: str, k: int = 5):
+    def search(self, query: str, k: int = 5):
         self.queries.append(query)
         q = set(query.lower().split())
         scored = sorted(self.docs, key=lambda d: -len(q & set(d[3].lower().split())))
         return [FakeHit(d[0], d[1], d[2], d[3], 1.0 / (i + 1)) for i, d in enumerate(scored[:k])]
+
+    async def asearch(self, query: str, k: int = 5):
+        return self.search(query, k)
 
 
 def word_piece_tokenizer():

@@ -13,13 +13,21 @@ NTR_REWARDS = ["prefix_match", "think_length", "no_think_bonus", "soft_overlong"
 # binary correctness plus AdaptThink's no-think bonus: format and length penalties collapsed
 # other small runs, so they stay optional (add them with --reward_funcs)
 ARITH_REWARDS = ["correct", "no_think_bonus"]
+# Search-R1's exact-match reward plus a cost per search (issue 29)
+HOPS_REWARDS = ["correct", "search_cost"]
+HOPS_TYPES = ("bridge", "comparison", "single")
 
 
 @dataclass
 class ScriptArguments:
     """Data, rewards and output of a GRPO run."""
 
-    task: str = field(default="ntr", metadata={"help": "ntr (next-token reasoning) or arith (chain sums of tasks.arithmetic, easy + hard)"})
+    task: str = field(default="ntr", metadata={
+        "help": "ntr (next-token reasoning), arith (chain sums of tasks.arithmetic, easy + hard) or hops (two-hop "
+                "questions of tasks.hops, answered with <search> calls to the real retriever: training.search_rollout)"})
+    hops_types: list[str] = field(default_factory=lambda: list(HOPS_TYPES), metadata={
+        "help": f"hops: question types to train on, num_examples each (of {list(HOPS_TYPES)})"})
+    search_cost: float = field(default=0.1, metadata={"help": "search_cost: reward subtracted per <search> call answered"})
     corpus: list[str] = field(default_factory=list, metadata={
         "help": "NTR: files/folders of text; default: the chunk texts of the agent's index"})
     index_dir: str | None = field(default=None, metadata={"help": "index whose texts are the default NTR corpus (default: <cache>/index)"})
@@ -56,8 +64,15 @@ class ScriptArguments:
     seed_data: int = field(default=1, metadata={"help": "seed for sampling positions / examples (arith: 2 and 3 are the dev/test seeds)"})
 
     def __post_init__(self) -> None:
-        if self.task not in ("ntr", "arith"):
-            raise ValueError(f"task must be 'ntr' or 'arith', got {self.task!r}")
+        if self.task not in ("ntr", "arith", "hops"):
+            raise ValueError(f"task must be 'ntr', 'arith' or 'hops', got {self.task!r}")
+        bad = [t for t in self.hops_types if t not in HOPS_TYPES]
+        if bad or not self.hops_types:
+            raise ValueError(f"hops_types must be a non-empty subset of {list(HOPS_TYPES)}, got {self.hops_types}")
+        if self.search_cost < 0:
+            raise ValueError(f"search_cost must be >= 0, got {self.search_cost}")
+        if self.task == "hops" and self.seed_data != 1:
+            raise ValueError(f"seed_data must be 1 for hops (the train split's entities; 2 = dev, 3 = test), got {self.seed_data}")
         if not 0.0 <= self.think_share <= 1.0:
             raise ValueError(f"think_share must be in [0, 1], got {self.think_share}")
         for name in ("num_examples", "window", "context_tokens", "continuation_tokens", "think_budget", "overlong_buffer"):
@@ -77,4 +92,4 @@ class ScriptArguments:
         if self.mode_token_weight > 0 and self.mask_forced:
             raise ValueError("mode_token_weight > 0 weights the first token that mask_forced drops: set one of them")
         if self.reward_funcs is None:
-            self.reward_funcs = list(NTR_REWARDS if self.task == "ntr" else ARITH_REWARDS)
+            self.reward_funcs = list({"ntr": NTR_REWARDS, "arith": ARITH_REWARDS, "hops": HOPS_REWARDS}[self.task])

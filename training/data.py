@@ -6,6 +6,10 @@ Contract:
   ``<output_dir>/ntr_dataset.jsonl`` so the run can be repeated from the file.
 - ``arith``: chain sums of both buckets from `training.dual.train_items` (never a dev/test
   expression), each row with the served prompt and its ``item`` (the reward's scorer).
+- ``hops``: `num_examples` train-split questions of each of `hops_types` (`tasks.hops`: entities
+  disjoint from dev and test), each prompt holding the passages the agent retrieves for the question
+  (`tasks.prompt.item_passages` on the task index), with its ``item`` and ``shown`` (those passages'
+  ids, for `training.search_rollout`).
 - Prompts are rendered by the policy's chat template here (``prompt`` is text), so the token
   ids TRL trains on are the agent's.
 - The first `eval_examples` rows are held out; the rest train.
@@ -48,8 +52,30 @@ def arith_rows(args: ScriptArguments, tokenizer) -> list[dict]:
     return [{"prompt": render_prompt(tokenizer, it), **item_columns(it)} for it in items]
 
 
-def build_datasets(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, index_dir: Path):
-    """(train, held_out) `datasets.Dataset`s for `args.task`.
+def hops_rows(args: ScriptArguments, tokenizer, retriever, cfg) -> list[dict]:
+    """Hops rows: `num_examples` (+ held-out share) per type, interleaved type by type, with the
+    question's own passages in the prompt and their ids in ``shown``."""
+    import json
+
+    from tasks import load_items, render_prompt
+    from tasks.prompt import item_passages
+
+    specials = [t for t in (tokenizer.all_special_tokens or []) if t]
+    n = args.num_examples + (args.eval_examples + len(args.hops_types) - 1) // len(args.hops_types)
+    per_type = [load_items(f"hops-{t}", n, args.seed_data) for t in args.hops_types]
+    rows = []
+    for group in zip(*per_type):
+        for it in group:
+            shown = item_passages(it, retriever, cfg, specials) or []
+            rows.append({"prompt": render_prompt(tokenizer, it, shown), "item": json.dumps(it.to_dict()),
+                         "shown": [p["id"] for p in shown]})
+    return rows
+
+
+def build_datasets(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, index_dir: Path,
+                   retriever=None, agent_cfg=None):
+    """(train, held_out) `datasets.Dataset`s for `args.task` (hops: `retriever` and the policy's
+    `agent_cfg` build the prompts).
 
     Raises:
         ValueError: too few rows for the held-out split plus one training example.
@@ -60,9 +86,12 @@ def build_datasets(args: ScriptArguments, model_path: str, tokenizer, out_dir: P
         rows = ntr_rows(args, model_path, tokenizer, out_dir, index_dir)
         rows = [dict(r, prompt=tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True))
                 for r in rows]
+    elif args.task == "hops":
+        rows = hops_rows(args, tokenizer, retriever, agent_cfg)
     else:
         rows = arith_rows(args, tokenizer)
     if len(rows) <= args.eval_examples:
         raise ValueError(f"only {len(rows)} examples: need more than eval_examples={args.eval_examples}")
-    held, train = rows[: args.eval_examples], rows[args.eval_examples:][: args.num_examples]
+    per = len(args.hops_types) if args.task == "hops" else 1
+    held, train = rows[: args.eval_examples], rows[args.eval_examples:][: args.num_examples * per]
     return Dataset.from_list(train), (Dataset.from_list(held) if held else None)

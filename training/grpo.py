@@ -3,7 +3,9 @@
 decision optionally weighted apart as in Thinkless' decoupled GRPO: `training.decoupled`), or on
 next-token reasoning (RPT prefix-match, RLP's information gain of a thought — scored by a frozen copy
 of the starting model, `tasks.ntr.GainScorer` — and optional length penalties), with the same
-forced-mode groups.
+forced-mode groups; or on two-hop questions (``task: hops``), where the policy's ``<search>`` calls are
+answered by the real retriever during rollouts (`training.search_rollout`, the retrieved tokens masked
+from the loss) and the reward is exact match minus a cost per search (Search-R1, issue 29).
 
 A thin script over TRL: our `ScriptArguments` + TRL's `GRPOConfig` + `ModelConfig`, from flags
 or a YAML recipe (``--config training/recipes/cpu_smoke.yaml``). TRL's `GRPOTrainer` is the
@@ -41,7 +43,16 @@ def run(script, cfg, model_args) -> Path:
         check_loss_type(cfg.loss_type)
     out, model_path, tokenizer = prepare(cfg, model_args)
     index_dir = Path(script.index_dir) if script.index_dir else cache_dir() / "index"
-    train, held = build_datasets(script, model_path, tokenizer, out, index_dir)
+    retriever = agent_cfg = None
+    if script.task == "hops":  # the task index of tasks.hops (built once, through the public ingest path)
+        from agent.config import AgentConfig
+        from evals.hops import cache_dir as hops_dir
+        from tasks.hops import build_index
+
+        agent_cfg = AgentConfig.for_model(model_path)
+        idx = Path(script.index_dir) if script.index_dir else hops_dir() / "index"
+        retriever = build_index(idx.parent / "corpus", idx)
+    train, held = build_datasets(script, model_path, tokenizer, out, index_dir, retriever, agent_cfg)
 
     scorer = None
     if "information_gain" in script.reward_funcs:  # RLP: thoughts scored by a frozen copy of the start
@@ -51,7 +62,7 @@ def run(script, cfg, model_args) -> Path:
     funcs = get_reward_funcs(script.reward_funcs, think_budget=script.think_budget,
                              no_think_delta=script.no_think_delta, overlong_buffer=script.overlong_buffer,
                              max_completion_length=cfg.max_completion_length, ig_scorer=scorer,
-                             ig_clip=script.ig_clip)
+                             ig_clip=script.ig_clip, search_cost=script.search_cost)
     weights = list(cfg.reward_weights) if cfg.reward_weights else [1.0] * len(funcs)
     if len(weights) != len(funcs):
         raise ValueError(f"reward_weights has {len(weights)} values for {len(funcs)} rewards {script.reward_funcs}")
@@ -61,7 +72,12 @@ def run(script, cfg, model_args) -> Path:
     held_rows = held.to_list() if held is not None else []
     before = evaluate_held_out(model, tokenizer, held_rows, funcs, weights, cfg.max_completion_length)
     rollout = None
-    if script.forced_modes:
+    if script.task == "hops":  # the policy decides; its <search> calls are answered by the retriever
+        from training.search_rollout import search_rollout
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        rollout = search_rollout(retriever, agent_cfg, {r["prompt"]: r["shown"] for r in train.to_list()})
+    elif script.forced_modes:
         from training.rollout import forced_mode_rollout
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -181,6 +181,20 @@ def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, 
             for c, o in zip(completions, ok)]
 
 
+@register("search_cost")
+def search_cost(completions, searches=None, search_cost: float = 0.1) -> list[float | None]:
+    """A cost per ``<search>`` call answered during the rollout: −`search_cost` × calls (issue 29:
+    search only when needed, as think only when needed). ``searches`` comes from the rollout
+    (`training.search_rollout`); None when the rollout does not search.
+
+    >>> search_cost(["a", "b", "c"], searches=[0, 1, 2], search_cost=0.1)
+    [0.0, -0.1, -0.2]
+    """
+    if searches is None:
+        return [None] * len(completions)
+    return [-search_cost * s + 0.0 for s in searches]
+
+
 @register("soft_overlong")
 def soft_overlong(completions, completion_ids=None, max_completion_length: int = 256,
                   overlong_buffer: int = 64) -> list[float | None]:

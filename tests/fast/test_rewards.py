@@ -108,7 +108,7 @@ def test_ntr_boundaries_and_selection():
 
 
 def test_script_arguments_validation():
-    with pytest.raises(ValueError, match="task must be 'ntr' or 'arith', got 'x'"):
+    with pytest.raises(ValueError, match="task must be 'ntr', 'arith' or 'hops', got 'x'"):
         ScriptArguments(task="x")
     with pytest.raises(ValueError, match="easy_share must be in \\[0, 1\\], got 2"):
         ScriptArguments(easy_share=2)
@@ -117,6 +117,13 @@ def test_script_arguments_validation():
     with pytest.raises(ValueError, match="think_share must be in"):
         ScriptArguments(task="arith", think_share=1.5)
     assert ScriptArguments(task="arith").reward_funcs == ["correct", "no_think_bonus"]
+    assert ScriptArguments(task="hops").reward_funcs == ["correct", "search_cost"]
+    with pytest.raises(ValueError, match="hops_types must be a non-empty subset"):
+        ScriptArguments(task="hops", hops_types=["bridge", "trivia"])
+    with pytest.raises(ValueError, match="seed_data must be 1 for hops"):
+        ScriptArguments(task="hops", seed_data=3)
+    with pytest.raises(ValueError, match="search_cost must be >= 0, got -1"):
+        ScriptArguments(task="hops", search_cost=-1)
 
 
 def test_information_gain_is_positive_when_the_thought_spells_the_answer():
