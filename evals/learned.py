@@ -204,7 +204,7 @@ def auroc_report(args) -> dict:
     from evals.stats import auroc
     from policy.models import resolve_policy
     from policy.modes import think_sequences
-    from tasks import render_prompt
+    from tasks import prompt_ids
     from training.decision import _items_for, p_think
 
     base: list[dict] = []
@@ -218,7 +218,7 @@ def auroc_report(args) -> dict:
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     think_id = think_sequences(tok)[0][0]
-    rows = [{"id": r["id"], "prompt": tok.encode(render_prompt(tok, items[r["id"]]), add_special_tokens=False),
+    rows = [{"id": r["id"], "prompt": prompt_ids(tok, items[r["id"]]),
              "helped": r["think_score"] > r["direct_score"], "wrong_direct": r["direct_score"] < 1.0,
              "gate": r["draft_entropy"]} for r in base]
     ps = p_think(model, tok, [r["prompt"] for r in rows], think_id)

@@ -66,11 +66,10 @@ def _log(msg: str) -> None:
 
 def build_prompts(items, tokenizer, retriever, cfg) -> list[list[int]]:
     """Served prompt ids of `items`: passages retrieved and filtered as the agent does (`tasks.prompt.item_passages`)."""
-    from tasks import render_prompt
+    from tasks import prompt_ids
     from tasks.prompt import item_passages
 
-    return [tokenizer.encode(render_prompt(tokenizer, it, item_passages(it, retriever, cfg, tokenizer.all_special_tokens)),
-                             add_special_tokens=False) for it in items]
+    return [prompt_ids(tokenizer, it, item_passages(it, retriever, cfg, tokenizer.all_special_tokens)) for it in items]
 
 
 def report(records, tau: float, tau_entropy: float | None = None) -> dict:
@@ -106,13 +105,13 @@ def information_gains(lm, tok, items, records) -> dict:
     from scipy.stats import t as student
 
     from policy.format import split_think
-    from tasks import render_prompt
+    from tasks import prompt_ids
     from tasks.ntr import information_gain
 
     gains = []
     for it, r in zip(items, records):
         thought = split_think(r.think_text)[0] or ""
-        prompt = tok.encode(render_prompt(tok, it), add_special_tokens=False)
+        prompt = prompt_ids(tok, it)
         gains.append(information_gain(lm, tok, prompt, thought, it.answer))
     n = len(gains)
     mean = sum(gains) / n

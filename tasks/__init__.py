@@ -49,6 +49,12 @@ def render_prompt(tokenizer, item: Item, passages: list[dict] | None = None) -> 
                                          add_generation_prompt=True)
 
 
+def prompt_ids(tokenizer, item: Item, passages: list[dict] | None = None) -> list[int]:
+    """The served prompt of `item` as token ids (`render_prompt`, encoded without added special tokens:
+    the template already holds them), [prompt tokens]."""
+    return list(tokenizer.encode(render_prompt(tokenizer, item, passages), add_special_tokens=False))
+
+
 def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) -> list[Item]:
     """Items of task set `name`: arith-easy, arith-hard, arith (both buckets, n each), docs, ntr, gsm,
     multidigit, onestep (`tasks.numeric`), hops-bridge, hops-comparison, hops-single (`tasks.hops`),

@@ -125,7 +125,7 @@ def decision_examples(rows: list[dict], tokenizer, delta: float = 0.05, cost_per
     """Training examples of the decision: {id, set, prompt (ids), label (1 = think), weight = |A|, advantage};
     rows with A = 0 carry no signal and are dropped. Prompts are the served ones without passages
     (these sets are served without retrieval; `tasks.render_prompt`)."""
-    from tasks import render_prompt
+    from tasks import prompt_ids
 
     items = _items_for(rows)
     out = []
@@ -133,7 +133,7 @@ def decision_examples(rows: list[dict], tokenizer, delta: float = 0.05, cost_per
         a = mode_advantage(r, delta, cost_per_100)
         if a == 0:
             continue
-        ids = tokenizer.encode(render_prompt(tokenizer, items[r["id"]]), add_special_tokens=False)
+        ids = prompt_ids(tokenizer, items[r["id"]])
         out.append({"id": r["id"], "set": r["meta"]["set"], "prompt": ids, "label": int(a > 0), "weight": abs(a),
                     "advantage": a})
     return out
@@ -247,9 +247,9 @@ def train(cfg: DecisionConfig, log=print) -> Path:
     order = list(range(len(examples)))
     dev_rows = [json.loads(ln) for f in cfg.dev_rows for ln in Path(f).read_text().splitlines() if ln.strip()]
     dev_items = _items_for(dev_rows) if dev_rows else {}
-    from tasks import render_prompt
+    from tasks import prompt_ids
 
-    dev_prompts = [tok.encode(render_prompt(tok, dev_items[r["id"]]), add_special_tokens=False) for r in dev_rows]
+    dev_prompts = [prompt_ids(tok, dev_items[r["id"]]) for r in dev_rows]
 
     def dev_score() -> dict | None:
         if not dev_rows:

@@ -69,13 +69,13 @@ def test_calibration_within_a_token_budget():
 
 def test_run_forced_on_a_tiny_model_pairs_both_modes():
     from tasks.arithmetic import make_items
-    from tasks import render_prompt
+    from tasks import prompt_ids
     from tests.helpers import byte_bpe_tokenizer, tiny_llama
 
     tok = byte_bpe_tokenizer()
     model = tiny_llama(len(tok))
     items = make_items("easy", 3, 3) + make_items("hard", 2, 3)
-    prompts = [tok.encode(render_prompt(tok, it), add_special_tokens=False) for it in items]
+    prompts = [prompt_ids(tok, it) for it in items]
     recs = run_forced(model, tok, items, prompts, think_tokens=6, answer_tokens=5, draft_tokens=4, batch_size=2)
     assert [r.id for r in recs] == [it.id for it in items]
     for r in recs:
