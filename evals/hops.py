@@ -21,7 +21,8 @@ Contract:
   tokens and think-rate; and each mode against ``once`` at the same effort, paired on items
   (`evals.stats.paired`: difference with its interval and the exact McNemar p). ``--baseline DIR``
   also pairs every group with another run's retrieve-once rows (same type and effort, shared items):
-  a trained model against the base retrieving once.
+  a trained model against the base retrieving once; ``--start DIR`` pairs every group with the rows of
+  the same type, mode and effort of the run of the checkpoint training started from (RL against its warm-up).
 - Self-consistency is off (``samples=1``): the comparison is of retrieval, not of voting.
 """
 from __future__ import annotations
@@ -115,16 +116,18 @@ def _pair(rs: list[dict], base: list[dict]) -> dict:
     return paired(shared(rs), shared(base))
 
 
-def report(out: Path, baseline: Path | None = None) -> dict:
+def report(out: Path, baseline: Path | None = None, start: Path | None = None) -> dict:
     """Summaries and paired comparisons of ``<out>/rows.jsonl`` (see the module docstring);
     writes ``summary.json`` and ``summary.md``.
 
     With `baseline` (another run directory, e.g. the base model's), every group is also paired with
     that run's retrieve-once rows of the same type and effort, on the items both answered
     (``vs_baseline``: the Done-when comparison of a trained model against the base retrieving once).
+    With `start` (the run of the checkpoint training started from, e.g. the search warm-up before GRPO),
+    every group is also paired with that run's rows of the same type, mode and effort (``vs_start``).
 
     Raises:
-        FileNotFoundError: `baseline` has no rows.
+        FileNotFoundError: `baseline` or `start` has no rows.
     """
     from evals.stats import wilson
 
@@ -136,6 +139,12 @@ def report(out: Path, baseline: Path | None = None) -> dict:
         for r in _rows(baseline / "rows.jsonl"):
             if r["mode"] == "once":
                 base_groups[(r["type"], r["effort"])].append(r)
+    start_groups: dict[tuple, list[dict]] = defaultdict(list)
+    if start is not None:
+        if not (start / "rows.jsonl").exists():
+            raise FileNotFoundError(f"no rows.jsonl in the start directory {start}")
+        for r in _rows(start / "rows.jsonl"):
+            start_groups[(r["type"], r["mode"], r["effort"])].append(r)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["type"], r["mode"], r["effort"])].append(r)
@@ -153,17 +162,25 @@ def report(out: Path, baseline: Path | None = None) -> dict:
             entry["vs_once"] = _pair(rs, base)
         if base_groups.get((typ, effort)):
             entry["vs_baseline"] = _pair(rs, base_groups[(typ, effort)])
+        if start_groups.get((typ, mode, effort)):
+            entry["vs_start"] = _pair(rs, start_groups[(typ, mode, effort)])
         summary.append(entry)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     lines = ["| model | type | mode | effort | n | accuracy [95 % CI] | searches / question | gold pages shown | "
              "generated tokens | think-rate | vs once (paired Δ, McNemar p) |" + (" vs baseline once (n, paired Δ, p) |" if base_groups else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if base_groups else "")]
+    if start_groups:
+        lines[0] += " vs start, same mode (n, paired Δ, p) |"
+        lines[1] += "---|"
     fmt = lambda vs: f"{vs['diff']:+.3f} [{vs['ci_low']:+.3f}, {vs['ci_high']:+.3f}], p {vs['mcnemar_p']:.2g}" if vs else ""
     for e in summary:
         vs_s = fmt(e.get("vs_once"))
         if base_groups:
             vb = e.get("vs_baseline")
             vs_s += " | " + (f"{vb['n']}: {fmt(vb)}" if vb else "")
+        if start_groups:
+            vt = e.get("vs_start")
+            vs_s += " | " + (f"{vt['n']}: {fmt(vt)}" if vt else "")
         lines.append(f"| {e['model']} | {e['type']} | {e['mode']} | {e['effort']} | {e['n']} | {e['accuracy']:.3f} "
                      f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}] | {e['searches']:.2f} | {e['gold_shown']:.2f} | "
                      f"{e['generated']:.1f} | {e['think_rate']:.2f} | {vs_s} |")
@@ -190,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--baseline", type=Path, default=None,
                    help="another run directory: pair every group with its retrieve-once rows (same type, effort)")
+    p.add_argument("--start", type=Path, default=None,
+                   help="the run of the starting checkpoint: pair every group with its rows of the same type, mode, effort")
     ns = ap.parse_args(argv)
     try:
         if ns.cmd == "run":
             asyncio.run(run(ns.types, ns.n, ns.seed, ns.modes, ns.efforts, ns.out, ns.model, ns.backend,
                             ns.min_passage_score, ns.max_think_tokens, ns.precision))
-        print((ns.out / "summary.md").read_text() if report(ns.out, getattr(ns, "baseline", None)) else "")
+        print((ns.out / "summary.md").read_text() if report(ns.out, getattr(ns, "baseline", None), getattr(ns, "start", None)) else "")
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"evals.hops: {e}")
     return 0

@@ -115,3 +115,26 @@ def test_hops_report_pairs_with_a_baseline_run_on_shared_items(tmp_path):
     assert "10: +0.600" in (tmp_path / "trained" / "summary.md").read_text()
     with pytest.raises(SystemExit, match="no rows.jsonl in the baseline"):
         main(["report", "--out", str(tmp_path / "trained"), "--baseline", str(tmp_path / "nowhere")])
+
+
+def test_hops_report_pairs_a_trained_run_with_its_start_in_the_same_mode(tmp_path):
+    import json
+
+    from evals.hops import main, report
+
+    def write(d, model, mode, correct):
+        d.mkdir(exist_ok=True)
+        rows = [{"id": f"hops-bridge-test-{i}", "type": "bridge", "bucket": "hard", "mode": mode, "effort": "auto",
+                 "model": model, "score": float(i < correct), "searches": 1, "gold_shown": True, "generated": 5,
+                 "thought": True} for i in range(10)]
+        with (d / "rows.jsonl").open("a") as f:
+            f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    write(tmp_path / "rl", "rl", "flare", 9)
+    write(tmp_path / "warm", "warm", "flare", 6)
+    write(tmp_path / "warm", "warm", "once", 0)      # another mode of the start: not paired with flare
+    e = report(tmp_path / "rl", start=tmp_path / "warm")["summary"][0]
+    assert e["vs_start"]["n"] == 10 and e["vs_start"]["diff"] == pytest.approx(0.3)
+    assert "vs start, same mode" in (tmp_path / "rl" / "summary.md").read_text()
+    with pytest.raises(SystemExit, match="no rows.jsonl in the start"):
+        main(["report", "--out", str(tmp_path / "rl"), "--start", str(tmp_path / "nowhere")])
