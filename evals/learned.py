@@ -6,7 +6,8 @@ Contract:
   the think token (`policy.modes.think_sequences`) → it answers step by step
   (`evals.quality.answer_thinking`), else at once (`evals.quality.answer_direct`) — exactly the
   branch the agent serves with ``decision: learned``. Rows {id, set, bucket, thought, first_token,
-  first_entropy, text, tokens, score} are appended to ``<out>/<model>/<split>-<set>.jsonl``;
+  first_entropy, text, tokens, score} are appended (sets served with retrieval, e.g. docs, need
+  ``--index``: their passages are retrieved as `evals.quality` and the agent do) to ``<out>/<model>/<split>-<set>.jsonl``;
   a re-run skips the ids already there. ``--agent-check K`` then runs the served agent on K of them
   and writes how often its decision and score agree (``<split>-<set>.agent-check.json``).
 - ``report``: per set, the think-rate (95 % Wilson), accuracy and mean generated tokens of the
@@ -61,15 +62,21 @@ def run(args) -> None:
     from policy.format import THINK_OPEN
     from policy.models import load_policy, resolve_policy
     from tasks import family, load_items, render_prompt
+    from tasks.prompt import item_passages
 
     path = resolve_policy(args.model)
     cfg = AgentConfig.for_model(path)
     policy = load_policy(args.model, backend=args.backend)
     think_id = policy.tokenize(THINK_OPEN)[0]
+    retriever = None
+    if args.index:
+        from retrieval.retriever import Retriever
+
+        retriever = Retriever(Path(args.index))
     for name in args.sets:
         items = load_items(name, args.n, SPLITS[args.split])
-        if any(it.retrieval for it in items):
-            raise ValueError(f"set {name} is served with retrieval: not supported here (use evals.quality)")
+        if retriever is None and any(it.retrieval for it in items):
+            raise ValueError(f"set {name} is served with retrieval: give --index (the agent's index)")
         dest = rows_path(Path(args.out), args.model, args.split, name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         done = {json.loads(ln)["id"] for ln in dest.read_text().splitlines()} if dest.exists() else set()
@@ -77,7 +84,8 @@ def run(args) -> None:
         _log(f"{args.model} {args.split}/{name}: {len(todo)} of {len(items)} items to answer")
         t0 = time.perf_counter()
         for k, it in enumerate(todo, 1):
-            prompt = policy.tokenize(render_prompt(policy.tokenizer, it))
+            passages = item_passages(it, retriever, cfg, policy.special_tokens)
+            prompt = policy.tokenize(render_prompt(policy.tokenizer, it, passages))
             r = asyncio.run(answer_learned(policy, prompt, cfg, think_id, args.direct_tokens, args.think_tokens,
                                            args.answer_tokens))
             row = {"id": it.id, "set": name, "bucket": it.bucket, **r, "score": family(it).score(r["text"], it)}
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--think-tokens", type=int, default=512)
     r.add_argument("--answer-tokens", type=int, default=32)
     r.add_argument("--out", default="docs/results/learned")
+    r.add_argument("--index", default=None, help="index dir: retrieve passages for sets served with retrieval (docs)")
     r.add_argument("--agent-check", type=int, default=0, help="run the served agent on K items per set and compare")
     p = sub.add_parser("report", help="think-rate, accuracy and tokens against the base's forced modes")
     p.add_argument("--model", required=True)
