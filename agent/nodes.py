@@ -40,8 +40,8 @@ from agent.voting import beta_stop, normalize_answer
 from agent.voting import vote as majority
 from policy.base import Generation, GenerationParams
 from policy.entropy import aggregate
-from policy.format import THINK_CLOSE, THINK_OPEN, find_search, information_block
-from tasks.prompt import build_messages, passage_title, select_passages
+from policy.format import THINK_CLOSE, THINK_OPEN, find_search
+from tasks.prompt import build_messages, information_turn, select_passages
 
 STEP_STOPS = ("\n\n", "</search>", THINK_CLOSE)
 
@@ -262,7 +262,7 @@ async def retrieve_more(state: State, runtime: Runtime[Context]) -> dict:
     tokens = dict(state["tokens"])
     update: dict = {"pending_query": None, "retrievals": state["retrievals"] + [rec], "tokens": tokens}
     if new:
-        block = "\n" + information_block([(p["n"], passage_title(p), p["text"]) for p in new]) + "\n\n"
+        block = information_turn(new)
         ids = ctx.policy.tokenize(block)
         tokens["information"] += len(ids)
         _emit(runtime, "reasoning", block)

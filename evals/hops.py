@@ -116,6 +116,24 @@ def _pair(rs: list[dict], base: list[dict]) -> dict:
     return paired(shared(rs), shared(base))
 
 
+def _grouped(run_dir: Path | None, role: str, key) -> dict[tuple, list[dict]]:
+    """Rows of another run directory grouped by ``key(row)`` (rows keyed None are left out); empty
+    without a directory.
+
+    Raises:
+        FileNotFoundError: `run_dir` has no rows.jsonl (the message names its `role`).
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    if run_dir is None:
+        return groups
+    if not (run_dir / "rows.jsonl").exists():
+        raise FileNotFoundError(f"no rows.jsonl in the {role} directory {run_dir}")
+    for r in _rows(run_dir / "rows.jsonl"):
+        if (k := key(r)) is not None:
+            groups[k].append(r)
+    return groups
+
+
 def report(out: Path, baseline: Path | None = None, start: Path | None = None) -> dict:
     """Summaries and paired comparisons of ``<out>/rows.jsonl`` (see the module docstring);
     writes ``summary.json`` and ``summary.md``.
@@ -132,19 +150,8 @@ def report(out: Path, baseline: Path | None = None, start: Path | None = None) -
     from evals.stats import wilson
 
     rows = _rows(out / "rows.jsonl")
-    base_groups: dict[tuple, list[dict]] = defaultdict(list)
-    if baseline is not None:
-        if not (baseline / "rows.jsonl").exists():
-            raise FileNotFoundError(f"no rows.jsonl in the baseline directory {baseline}")
-        for r in _rows(baseline / "rows.jsonl"):
-            if r["mode"] == "once":
-                base_groups[(r["type"], r["effort"])].append(r)
-    start_groups: dict[tuple, list[dict]] = defaultdict(list)
-    if start is not None:
-        if not (start / "rows.jsonl").exists():
-            raise FileNotFoundError(f"no rows.jsonl in the start directory {start}")
-        for r in _rows(start / "rows.jsonl"):
-            start_groups[(r["type"], r["mode"], r["effort"])].append(r)
+    base_groups = _grouped(baseline, "baseline", lambda r: (r["type"], r["effort"]) if r["mode"] == "once" else None)
+    start_groups = _grouped(start, "start", lambda r: (r["type"], r["mode"], r["effort"]))
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["type"], r["mode"], r["effort"])].append(r)

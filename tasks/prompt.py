@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from policy.format import sanitize
+from policy.format import information_block, sanitize
 
 # Short on purpose: every prompt token is paid for in each forward pass of serving and training
 # (the earlier 60-token prompt made CPU training steps ~2x longer for arithmetic prompts).
@@ -87,3 +87,23 @@ def item_passages(item, retriever, cfg, special_tokens: Iterable[str] = ()) -> l
         return None
     return select_passages(retriever.search(item.question, cfg.top_k), cfg.top_k, min_score=cfg.min_passage_score,
                            special_tokens=special_tokens)
+
+
+def step_passages(retriever, query: str, cfg, seen: set[int], start_n: int,
+                  special_tokens: Iterable[str] = ()) -> list[dict]:
+    """The passages a ``<search>`` call inside reasoning adds, as the agent's `retrieve_more` selects them:
+    at most `cfg.step_k` hits of `query` not in `seen`, above `cfg.min_passage_score`, numbered from
+    `start_n` (`select_passages`, trigger ``model``). Training (warm-up traces, GRPO rollouts) uses this."""
+    hits = retriever.search(query, cfg.step_k + len(seen))
+    return select_passages(hits, cfg.step_k, min_score=cfg.min_passage_score, seen=seen, start_n=start_n,
+                           special_tokens=special_tokens, trigger="model")
+
+
+def information_turn(passages: list[dict]) -> str:
+    """The text a search appends to the transcript: ``\\n<information>…</information>\\n\\n`` of
+    `passages` (`select_passages` dicts), each as ``[n] (title) text`` (`policy.format.information_block`).
+
+    >>> information_turn([{"n": 4, "title": "t", "heading": "t", "text": "x"}])
+    '\\n<information>\\n[4] (t) x\\n</information>\\n\\n'
+    """
+    return "\n" + information_block([(p["n"], passage_title(p), p["text"]) for p in passages]) + "\n\n"

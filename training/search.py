@@ -57,10 +57,10 @@ def _query(item, page: str, world) -> str:
 
 def build_row(item, tokenizer, retriever, cfg) -> dict | None:
     """The training row of `item` (see the module contract), or None when a search misses its page."""
-    from policy.format import THINK_CLOSE, THINK_OPEN, information_block
+    from policy.format import THINK_CLOSE, THINK_OPEN
     from tasks import render_prompt
     from tasks.hops import world
-    from tasks.prompt import item_passages, passage_title, select_passages
+    from tasks.prompt import information_turn, item_passages, step_passages
 
     specials = [t for t in (tokenizer.all_special_tokens or []) if t]
     shown = item_passages(item, retriever, cfg, specials) or []
@@ -94,13 +94,11 @@ def build_row(item, tokenizer, retriever, cfg) -> dict | None:
             add((lead + " " if lead else "") + f"<search>{_query(item, g, w)}</search>", True)
             facts = []
             seen = {p["id"] for p in passages}
-            hits = retriever.search(_query(item, g, w), cfg.step_k + len(seen))
-            new = select_passages(hits, cfg.step_k, min_score=cfg.min_passage_score, seen=seen,
-                                  start_n=len(passages) + 1, special_tokens=specials, trigger="model")
+            new = step_passages(retriever, _query(item, g, w), cfg, seen, len(passages) + 1, specials)
             searches += 1
             if g not in {p["source"].rsplit("/", 1)[-1] for p in new}:
                 return None
-            add("\n" + information_block([(p["n"], passage_title(p), p["text"]) for p in new]) + "\n\n", False)
+            add(information_turn(new), False)
             passages += new
             have |= {p["source"].rsplit("/", 1)[-1] for p in new}
             facts.append(_fact(item, g, w))

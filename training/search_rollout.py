@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from policy.format import SEARCH_CLOSE, find_search, information_block
+from policy.format import SEARCH_CLOSE, find_search
 
 
 def _hf_generate(model, tok, batch: list[list[int]], max_new: int, trainer) -> list[list[int]]:
@@ -48,20 +48,11 @@ def cut_round(ids: Sequence[int], tok, eos: set[int]) -> tuple[list[int], str]:
     """Trim one round's sampled ids to what the policy wrote: up to and including the first EOS
     (``"eos"``), else up to the token that completes ``</search>`` (``"search"``), else all of them
     (``"length"``). Returns (ids, how the round ended)."""
-    for i, t in enumerate(ids):
-        if t in eos:
-            head = list(ids[: i + 1])
-            if SEARCH_CLOSE not in tok.decode(head[:-1]):
-                return head, "eos"
-            ids = head[:-1]  # </search> came first; what follows is padding
-            break
-    text = tok.decode(list(ids))
-    if SEARCH_CLOSE not in text:
-        return list(ids), "length"
-    for j in range(1, len(ids) + 1):
-        if SEARCH_CLOSE in tok.decode(list(ids[:j])):
-            return list(ids[:j]), "search"
-    return list(ids), "search"  # pragma: no cover - the loop always returns
+    ids = list(ids)
+    end = next((i for i, t in enumerate(ids) if t in eos), len(ids))
+    if SEARCH_CLOSE in tok.decode(ids[:end]):  # </search> came first: what follows it is padding
+        return ids[:next(j for j in range(1, end + 1) if SEARCH_CLOSE in tok.decode(ids[:j]))], "search"
+    return (ids[:end + 1], "eos") if end < len(ids) else (ids, "length")
 
 
 def search_rollout(retriever, cfg, shown: dict[str, list], batch_size: int = 32,
@@ -82,7 +73,7 @@ def search_rollout(retriever, cfg, shown: dict[str, list], batch_size: int = 32,
 
     def rollout(prompts: list, trainer) -> dict:
         from policy.modes import eos_token_ids
-        from tasks.prompt import passage_title, select_passages
+        from tasks.prompt import information_turn, step_passages
 
         tok = trainer.processing_class
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -118,13 +109,10 @@ def search_rollout(retriever, cfg, shown: dict[str, list], batch_size: int = 32,
                     if searches[i] >= cfg.max_retrievals:  # as the agent: a call past the limit is not answered
                         continue
                     query = find_search(tok.decode(ids)) or ""
-                    hits = retriever.search(query, cfg.step_k + len(seen[i])) if query else []
-                    new = select_passages(hits, cfg.step_k, min_score=cfg.min_passage_score, seen=seen[i],
-                                          start_n=n_shown[i] + 1, special_tokens=specials, trigger="model")
+                    new = step_passages(retriever, query, cfg, seen[i], n_shown[i] + 1, specials) if query else []
                     searches[i] += 1
                     if new:
-                        block = "\n" + information_block([(p["n"], passage_title(p), p["text"]) for p in new]) + "\n\n"
-                        info = tok.encode(block, add_special_tokens=False)
+                        info = tok.encode(information_turn(new), add_special_tokens=False)
                         comp[i] += info
                         mask[i] += [0] * len(info)
                         seen[i] |= {p["id"] for p in new}
