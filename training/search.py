@@ -6,14 +6,18 @@ Contract:
   row per training item (`tasks.hops`, train split: entities disjoint from dev and test) with the
   token ids of the served transcript, segment by segment, exactly as the agent builds it
   (`agent.nodes`): the prompt (the question's own retrieval, `tasks.prompt.item_passages`), then
-  * no search needed (every gold page is among the passages shown): the bare answer (no ``<think>``:
-    the model learns to answer at once when the passages suffice);
+  * no search needed (every gold page is among the passages shown) and nothing to work out: the
+    bare answer (no ``<think>``: the model learns to answer at once when the passages suffice);
+  * a comparison always thinks, searched or not: its trace states both release years and compares
+    them (" 1987 is earlier than 1992, so quillmark was released first.") before the answer. Answered
+    at once, the 0.5B picked the earlier of two years it had been shown at chance (0.43–0.47 on test,
+    docs/results/hops-grpo), and its own free thinking did worse (0.23);
   * otherwise ``<think>\\n``, then for each gold page not yet shown, in hop order, one step
     ``{fact of the page before}. <search>{entity}</search>`` (a step ends at ``</search>``, where the
     agent's `think_step` stops), the agent's own ``\\n<information>…</information>\\n\\n`` block of
     the passages the retriever returns for that query (`agent.nodes.retrieve_more`: `step_k`
     passages not shown before, above the passage threshold, numbered after the earlier ones), and
-    finally ``{facts}.\\n</think>\\n{answer}``.
+    finally ``{facts}.{conclusion}\\n</think>\\n{answer}``.
   The query is the entity the question or the last page names (the work, then its creator), and the
   facts are read off the pages: a rationalization (STaR §3.2) grounded in what the retriever really
   returned. A trace is kept only when every search returns its gold page (so it reaches the answer);
@@ -44,6 +48,17 @@ def _fact(item, page: str, world) -> str:
 
     p = next(x for x in world.people.values() if page_name("person", x.name) == page)
     return f"{p.name} was born in {p.city}."
+
+
+def _conclusion(item, world) -> str:
+    """The step a comparison needs after its facts: both years compared, the earlier work named
+    (" 1987 is earlier than 1992, so quillmark was released first."); "" for other types."""
+    if item.meta["type"] != "comparison":
+        return ""
+    years = {w.name: w.year for w in world.works if w.name in item.meta["options"]}
+    a, b = item.meta["options"]
+    first, second = sorted((a, b), key=years.__getitem__)
+    return f" {years[first]} is earlier than {years[second]}, so {first} was released first."
 
 
 def _query(item, page: str, world) -> str:
@@ -80,7 +95,7 @@ def build_row(item, tokenizer, retriever, cfg) -> dict | None:
     have = {p["source"].rsplit("/", 1)[-1] for p in shown}
     gold = item.meta["sources"]
     searches = 0
-    if all(g in have for g in gold):
+    if all(g in have for g in gold) and not _conclusion(item, w):
         add(item.answer, True)
     else:
         add(THINK_OPEN + "\n", True)
@@ -102,7 +117,7 @@ def build_row(item, tokenizer, retriever, cfg) -> dict | None:
             passages += new
             have |= {p["source"].rsplit("/", 1)[-1] for p in new}
             facts.append(_fact(item, g, w))
-        add(" ".join(facts) + "\n" + THINK_CLOSE + "\n" + item.answer, True)
+        add(" ".join(facts) + _conclusion(item, w) + "\n" + THINK_CLOSE + "\n" + item.answer, True)
     ids.extend(eos)
     labels.extend(eos)
     return {"id": item.id, "type": item.meta["type"], "kept": True, "searches": searches,

@@ -54,6 +54,26 @@ def test_a_question_whose_passages_suffice_is_answered_at_once(retriever):
     pytest.skip("the fake embedder showed no single-hop page")
 
 
+def test_a_comparison_thinks_through_both_years_even_when_its_pages_are_shown(retriever):
+    from tasks.hops import world
+    from training.search import build_row
+
+    tok = byte_bpe_tokenizer()
+    years = {w.name: w.year for w in world().works}
+    rows = [(it, build_row(it, tok, retriever, AgentConfig(**CFG))) for it in load_items("hops-comparison", 10, 1)]
+    rows = [(it, r) for it, r in rows if r is not None]
+    assert rows, "no comparison row kept"
+    for it, row in rows:
+        learned = tok.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != -100])
+        a, b = it.meta["options"]
+        first, second = sorted((a, b), key=years.__getitem__)
+        assert first == it.answer
+        assert learned.startswith("<think>\n") and learned.endswith(f"</think>\n{it.answer}<|im_end|>")
+        for name in (a, b):
+            assert f"{name} was first released in {years[name]}." in learned
+        assert f"{years[first]} is earlier than {years[second]}, so {first} was released first." in learned
+
+
 def test_a_row_replayed_through_the_agent_is_its_served_transcript(retriever):
     """A policy that writes the row's completion, step by step, through the real graph and retriever:
     the agent's transcript is the row's tokens (what is trained is what is served)."""
