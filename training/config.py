@@ -16,6 +16,9 @@ ARITH_REWARDS = ["correct", "no_think_bonus"]
 # Search-R1's exact-match reward plus a cost per search (issue 29)
 HOPS_REWARDS = ["correct", "search_cost"]
 HOPS_TYPES = ("bridge", "comparison", "single")
+# issue 27: AdaptThink's correctness + no-think bonus, plus a length penalty on the thinking that remains
+MIX_REWARDS = ["correct", "no_think_bonus", "think_length"]
+MIX_SETS = ("gsm", "multidigit", "onestep")
 
 
 @dataclass
@@ -23,8 +26,14 @@ class ScriptArguments:
     """Data, rewards and output of a GRPO run."""
 
     task: str = field(default="ntr", metadata={
-        "help": "ntr (next-token reasoning), arith (chain sums of tasks.arithmetic, easy + hard) or hops (two-hop "
-                "questions of tasks.hops, answered with <search> calls to the real retriever: training.search_rollout)"})
+        "help": "ntr (next-token reasoning), arith (chain sums of tasks.arithmetic, easy + hard), hops (two-hop "
+                "questions of tasks.hops, answered with <search> calls to the real retriever: training.search_rollout) "
+                "or mix (issue 27's workload of tasks.numeric, each mode the served agent's branch: "
+                "training.rollout.served_mode_rollout)"})
+    mix_sets: list[str] = field(default_factory=lambda: list(MIX_SETS), metadata={
+        "help": "mix: task sets to train on, num_examples each, interleaved (held-out families stay out)"})
+    direct_tokens: int = field(default=32, metadata={"help": "mix: most tokens of a direct answer (after the forced prefix)"})
+    answer_tokens: int = field(default=32, metadata={"help": "mix: most tokens of the answer after thinking"})
     hops_types: list[str] = field(default_factory=lambda: list(HOPS_TYPES), metadata={
         "help": f"hops: question types to train on, num_examples each (of {list(HOPS_TYPES)})"})
     search_cost: float = field(default=0.1, metadata={"help": "search_cost: reward subtracted per <search> call answered"})
@@ -64,8 +73,14 @@ class ScriptArguments:
     seed_data: int = field(default=1, metadata={"help": "seed for sampling positions / examples (arith: 2 and 3 are the dev/test seeds)"})
 
     def __post_init__(self) -> None:
-        if self.task not in ("ntr", "arith", "hops"):
-            raise ValueError(f"task must be 'ntr', 'arith' or 'hops', got {self.task!r}")
+        if self.task not in ("ntr", "arith", "hops", "mix"):
+            raise ValueError(f"task must be 'ntr', 'arith', 'hops' or 'mix', got {self.task!r}")
+        bad = [s for s in self.mix_sets if s not in MIX_SETS]
+        if bad or not self.mix_sets:  # letters and times stay held out: they show whether the decision transfers
+            raise ValueError(f"mix_sets must be a non-empty subset of {list(MIX_SETS)} (the held-out families "
+                             f"letters and times are never trained on), got {self.mix_sets}")
+        if self.task == "mix" and self.seed_data != 1:
+            raise ValueError(f"seed_data must be 1 for mix (the train split; 2 = dev, 3 = test), got {self.seed_data}")
         bad = [t for t in self.hops_types if t not in HOPS_TYPES]
         if bad or not self.hops_types:
             raise ValueError(f"hops_types must be a non-empty subset of {list(HOPS_TYPES)}, got {self.hops_types}")
@@ -75,7 +90,7 @@ class ScriptArguments:
             raise ValueError(f"seed_data must be 1 for hops (the train split's entities; 2 = dev, 3 = test), got {self.seed_data}")
         if not 0.0 <= self.think_share <= 1.0:
             raise ValueError(f"think_share must be in [0, 1], got {self.think_share}")
-        for name in ("num_examples", "window", "context_tokens", "continuation_tokens", "think_budget", "overlong_buffer"):
+        for name in ("num_examples", "direct_tokens", "answer_tokens", "window", "context_tokens", "continuation_tokens", "think_budget", "overlong_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ig_clip <= 0:
@@ -92,4 +107,5 @@ class ScriptArguments:
         if self.mode_token_weight > 0 and self.mask_forced:
             raise ValueError("mode_token_weight > 0 weights the first token that mask_forced drops: set one of them")
         if self.reward_funcs is None:
-            self.reward_funcs = list({"ntr": NTR_REWARDS, "arith": ARITH_REWARDS, "hops": HOPS_REWARDS}[self.task])
+            self.reward_funcs = list({"ntr": NTR_REWARDS, "arith": ARITH_REWARDS, "hops": HOPS_REWARDS,
+                                      "mix": MIX_REWARDS}[self.task])

@@ -6,6 +6,8 @@ Contract:
   ``<output_dir>/ntr_dataset.jsonl`` so the run can be repeated from the file.
 - ``arith``: chain sums of both buckets from `training.dual.train_items` (never a dev/test
   expression), each row with the served prompt and its ``item`` (the reward's scorer).
+- ``mix``: `num_examples` train-split items of each of `mix_sets` (`tasks.numeric`: GSM-Symbolic,
+  multi-digit and one-step arithmetic), interleaved, each with its served prompt and ``item``.
 - ``hops``: `num_examples` train-split questions of each of `hops_types` (`tasks.hops`: entities
   disjoint from dev and test), each prompt holding the passages the agent retrieves for the question
   (`tasks.prompt.item_passages` on the task index), with its ``item`` and ``shown`` (those passages'
@@ -72,6 +74,19 @@ def hops_rows(args: ScriptArguments, tokenizer, retriever, cfg) -> list[dict]:
     return rows
 
 
+def mix_rows(args: ScriptArguments, tokenizer) -> list[dict]:
+    """Mix rows: `num_examples` (+ held-out share) train-split items of each of `mix_sets`
+    (`tasks.numeric`), interleaved set by set, on the served prompt."""
+    import json
+
+    from tasks import load_items, render_prompt
+
+    n = args.num_examples + (args.eval_examples + len(args.mix_sets) - 1) // len(args.mix_sets)
+    per_set = [load_items(s, n, args.seed_data) for s in args.mix_sets]
+    return [{"prompt": render_prompt(tokenizer, it), "item": json.dumps(it.to_dict()), "set": it.meta.get("set", "")}
+            for group in zip(*per_set) for it in group]
+
+
 def build_datasets(args: ScriptArguments, model_path: str, tokenizer, out_dir: Path, index_dir: Path,
                    retriever=None, agent_cfg=None):
     """(train, held_out) `datasets.Dataset`s for `args.task` (hops: `retriever` and the policy's
@@ -88,10 +103,12 @@ def build_datasets(args: ScriptArguments, model_path: str, tokenizer, out_dir: P
                 for r in rows]
     elif args.task == "hops":
         rows = hops_rows(args, tokenizer, retriever, agent_cfg)
+    elif args.task == "mix":
+        rows = mix_rows(args, tokenizer)
     else:
         rows = arith_rows(args, tokenizer)
     if len(rows) <= args.eval_examples:
         raise ValueError(f"only {len(rows)} examples: need more than eval_examples={args.eval_examples}")
-    per = len(args.hops_types) if args.task == "hops" else 1
+    per = {"hops": len(args.hops_types), "mix": len(args.mix_sets)}.get(args.task, 1)
     held, train = rows[: args.eval_examples], rows[args.eval_examples:][: args.num_examples * per]
     return Dataset.from_list(train), (Dataset.from_list(held) if held else None)

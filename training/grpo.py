@@ -5,7 +5,10 @@ next-token reasoning (RPT prefix-match, RLP's information gain of a thought — 
 of the starting model, `tasks.ntr.GainScorer` — and optional length penalties), with the same
 forced-mode groups; or on two-hop questions (``task: hops``), where the policy's ``<search>`` calls are
 answered by the real retriever during rollouts (`training.search_rollout`, the retrieved tokens masked
-from the loss) and the reward is exact match minus a cost per search (Search-R1, issue 29).
+from the loss) and the reward is exact match minus a cost per search (Search-R1, issue 29); or on the
+mixed workload of issue 27 (``task: mix``: GSM-Symbolic, multi-digit and one-step arithmetic), each
+mode the served agent's branch (`training.rollout.served_mode_rollout`), rewarded by correctness, the
+no-think bonus and a penalty on thinking tokens (AdaptThink + a length reward).
 
 A thin script over TRL: our `ScriptArguments` + TRL's `GRPOConfig` + `ModelConfig`, from flags
 or a YAML recipe (``--config training/recipes/cpu_smoke.yaml``). TRL's `GRPOTrainer` is the
@@ -77,6 +80,13 @@ def run(script, cfg, model_args) -> Path:
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         rollout = search_rollout(retriever, agent_cfg, {r["prompt"]: r["shown"] for r in train.to_list()})
+    elif script.task == "mix":  # each mode is the served agent's branch (forced Answer: / <think>)
+        from agent.config import AgentConfig
+        from training.rollout import served_mode_rollout
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        rollout = served_mode_rollout(AgentConfig.for_model(model_path).answer_prefix, script.think_share,
+                                      script.direct_tokens, script.answer_tokens)
     elif script.forced_modes:
         from training.rollout import forced_mode_rollout
 
