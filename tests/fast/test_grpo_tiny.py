@@ -160,7 +160,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "training.grpo", "--task", "nope", "--output_dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0 and "task must be 'ntr', 'arith' or 'hops', got 'nope'" in r.stderr
+    assert r.returncode != 0 and "task must be 'ntr', 'arith', 'hops' or 'mix', got 'nope'" in r.stderr
 
 
 @pytest.mark.parametrize("loss", [{"row_mean_loss": True}, {"mode_token_weight": 1.0}, {"pair_modes": True}])

@@ -108,7 +108,7 @@ def test_ntr_boundaries_and_selection():
 
 
 def test_script_arguments_validation():
-    with pytest.raises(ValueError, match="task must be 'ntr', 'arith' or 'hops', got 'x'"):
+    with pytest.raises(ValueError, match="task must be 'ntr', 'arith', 'hops' or 'mix', got 'x'"):
         ScriptArguments(task="x")
     with pytest.raises(ValueError, match="easy_share must be in \\[0, 1\\], got 2"):
         ScriptArguments(easy_share=2)
