@@ -264,3 +264,25 @@ def tiny_qwen2(vocab_size: int, seed: int = 0, hidden_size: int = 64, max_positi
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=max_positions, tie_word_embeddings=False)
     return Qwen2ForCausalLM(cfg).eval()
+
+
+def run_tiny_grpo(tmp_path, ckpt, script, spy, max_completion_length: int = 64) -> tuple[dict, dict]:
+    """Two GRPO steps of `training.grpo.run` on the tiny checkpoint `ckpt` with `script`, the reward
+    ``test_spy`` = `spy` registered for the run (name it in ``script.reward_funcs``); output in
+    ``tmp_path / "out"``. Returns (state dict before, after)."""
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, ModelConfig
+
+    from training.grpo import run
+    from training.rewards import REWARDS
+
+    cfg = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_steps=2,
+                     per_device_train_batch_size=4, num_generations=2, max_completion_length=max_completion_length,
+                     learning_rate=1e-2, beta=0.0, logging_steps=1, save_strategy="no", report_to="none", seed=0)
+    before = AutoModelForCausalLM.from_pretrained(ckpt).state_dict()
+    REWARDS["test_spy"] = spy
+    try:
+        run(script, cfg, ModelConfig(model_name_or_path=str(ckpt)))
+    finally:
+        REWARDS.pop("test_spy")
+    return before, AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()

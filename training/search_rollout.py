@@ -29,30 +29,19 @@ from policy.format import SEARCH_CLOSE, find_search
 
 def _hf_generate(model, tok, batch: list[list[int]], max_new: int, trainer) -> list[list[int]]:
     """Sample one continuation per row (left-padded batch), stopping at ``</search>`` or EOS."""
-    import torch
+    from training.rollout import _hf_sample
 
-    from policy.modes import eos_token_ids, left_pad
-
-    eos = eos_token_ids(model, tok)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids, att = left_pad(batch, pad)
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), do_sample=True,
-                             temperature=trainer.temperature, top_p=trainer.top_p, max_new_tokens=max_new,
-                             pad_token_id=pad, eos_token_id=sorted(eos), stop_strings=[SEARCH_CLOSE], tokenizer=tok)
-    return out[:, ids.shape[1]:].tolist()
+    return _hf_sample(model, tok, batch, max_new, trainer, [SEARCH_CLOSE])
 
 
 def cut_round(ids: Sequence[int], tok, eos: set[int]) -> tuple[list[int], str]:
     """Trim one round's sampled ids to what the policy wrote: up to and including the first EOS
     (``"eos"``), else up to the token that completes ``</search>`` (``"search"``), else all of them
     (``"length"``). Returns (ids, how the round ended)."""
-    ids = list(ids)
-    end = next((i for i, t in enumerate(ids) if t in eos), len(ids))
-    if SEARCH_CLOSE in tok.decode(ids[:end]):  # </search> came first: what follows it is padding
-        return ids[:next(j for j in range(1, end + 1) if SEARCH_CLOSE in tok.decode(ids[:j]))], "search"
-    return (ids[:end + 1], "eos") if end < len(ids) else (ids, "length")
+    from training.rollout import cut_at
+
+    kept, ended = cut_at(ids, tok, eos, [SEARCH_CLOSE])
+    return kept, ("eos" if ended else "search" if SEARCH_CLOSE in tok.decode(kept) else "length")
 
 
 def search_rollout(retriever, cfg, shown: dict[str, list], batch_size: int = 32,

@@ -82,14 +82,10 @@ def test_two_step_grpo_on_the_mix_trains_the_served_branches(tmp_path, monkeypat
     import json
 
     import torch
-    from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, ModelConfig
 
     import training.rollout as ro
-    from tests.helpers import tiny_qwen2
+    from tests.helpers import run_tiny_grpo, tiny_qwen2
     from training.config import ScriptArguments
-    from training.grpo import run
-    from training.rewards import REWARDS
 
     tok = byte_bpe_tokenizer()
     ckpt = tmp_path / "tiny"
@@ -103,17 +99,10 @@ def test_two_step_grpo_on_the_mix_trains_the_served_branches(tmp_path, monkeypat
 
     monkeypatch.setattr(ro, "_hf_sample", gen)
     seen: list = []
-    REWARDS["test_spy"] = lambda completions, item=None: (seen.append((completions, item)), [0.0] * len(completions))[1]
     script = ScriptArguments(task="mix", num_examples=1, eval_examples=0,
                              reward_funcs=["correct", "no_think_bonus", "think_length", "test_spy"])
-    cfg = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_steps=2,
-                     per_device_train_batch_size=4, num_generations=2, max_completion_length=32, learning_rate=1e-2,
-                     beta=0.0, logging_steps=1, save_strategy="no", report_to="none", seed=0)
-    before = AutoModelForCausalLM.from_pretrained(ckpt).state_dict()
-    try:
-        run(script, cfg, ModelConfig(model_name_or_path=str(ckpt)))
-    finally:
-        REWARDS.pop("test_spy")
+    before, after = run_tiny_grpo(tmp_path, ckpt, script, lambda completions, item=None: (
+        seen.append((completions, item)), [0.0] * len(completions))[1], max_completion_length=32)
     comps = [c for s in seen for c in s[0]]
     assert any(c.startswith("<think>\n1\n</think>\nAnswer: 1") for c in comps)
     assert any(c.startswith("Answer: 1") for c in comps)
@@ -121,5 +110,4 @@ def test_two_step_grpo_on_the_mix_trains_the_served_branches(tmp_path, monkeypat
     assert sets <= {"gsm", "multidigit", "onestep"} and sets
     recs = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/think_length/mean" in r for r in recs)
-    after = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
     assert any(not torch.equal(before[k], v) for k, v in after.items())

@@ -105,15 +105,11 @@ def test_two_step_grpo_on_hops_searches_through_the_task_index(tmp_path, monkeyp
     import json
 
     import torch
-    from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, ModelConfig
 
     import tasks.hops
     import training.search_rollout as sr
-    from tests.helpers import FakeEmbedder, tiny_llama
+    from tests.helpers import FakeEmbedder, run_tiny_grpo, tiny_llama
     from training.config import ScriptArguments
-    from training.grpo import run
-    from training.rewards import REWARDS
 
     tok = byte_bpe_tokenizer()
     ckpt = tmp_path / "tiny"
@@ -135,21 +131,13 @@ def test_two_step_grpo_on_hops_searches_through_the_task_index(tmp_path, monkeyp
 
     monkeypatch.setattr(sr, "_hf_generate", gen)
     seen: list = []
-    REWARDS["test_spy"] = lambda completions, searches=None: (seen.append(list(searches)), [0.0] * len(completions))[1]
     script = ScriptArguments(task="hops", num_examples=2, eval_examples=0, index_dir=str(tmp_path / "hops" / "index"),
                              reward_funcs=["correct", "search_cost", "test_spy"])
-    cfg = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_steps=2,
-                     per_device_train_batch_size=4, num_generations=2, max_completion_length=64, learning_rate=1e-2,
-                     beta=0.0, logging_steps=1, save_strategy="no", report_to="none", seed=0)
-    before = AutoModelForCausalLM.from_pretrained(ckpt).state_dict()
-    try:
-        run(script, cfg, ModelConfig(model_name_or_path=str(ckpt)))
-    finally:
-        REWARDS.pop("test_spy")
+    before, after = run_tiny_grpo(tmp_path, ckpt, script, lambda completions, searches=None: (
+        seen.append(list(searches)), [0.0] * len(completions))[1])
     assert seen and all(s == [1, 0] * (len(s) // 2) for s in seen)
     assert (tmp_path / "hops" / "corpus").is_dir()
     recs = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     costs = [r["rewards/search_cost/mean"] for r in recs if "rewards/search_cost/mean" in r]
     assert costs and all(c == pytest.approx(-0.05) for c in costs)  # half the completions pay 0.1
-    after = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
     assert any(not torch.equal(before[k], v) for k, v in after.items())
