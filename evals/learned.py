@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -120,11 +121,22 @@ def _read(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in (json.loads(ln) for ln in path.read_text().splitlines() if ln.strip())} if path.is_file() else {}
 
 
+def _id_order(item_id: str) -> tuple[str, int]:
+    """Sort key of an item id: its text, then its trailing number as a number ("gsm-s3-9" before
+    "gsm-s3-10"; "written-q000"; ids without a number, "docs-len", by their text).
+
+    >>> sorted(["gsm-s3-10", "gsm-s3-9", "docs-len", "written-q001"], key=_id_order)
+    ['docs-len', 'gsm-s3-9', 'gsm-s3-10', 'written-q001']
+    """
+    m = re.search(r"(\d+)$", item_id)
+    return (item_id[:m.start()], int(m.group(1))) if m else (item_id, -1)
+
+
 def set_report(rows: dict[str, dict], base: dict[str, dict]) -> dict:
     """Report of one set (module contract): `rows` learned rows by id, `base` the base's forced rows by id."""
     from evals.stats import paired, summarize, wilson
 
-    ids = sorted(rows, key=lambda i: int(i.rsplit("-", 1)[1]))
+    ids = sorted(rows, key=_id_order)
     learned = [{"id": i, "score": rows[i]["score"], "thought": rows[i]["thought"],
                 "think_tokens": rows[i]["tokens"] if rows[i]["thought"] else 0,
                 "answer_tokens": 0 if rows[i]["thought"] else rows[i]["tokens"], "hidden_tokens": 0} for i in ids]
