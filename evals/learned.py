@@ -15,6 +15,8 @@ Contract:
   ``python -m evals.quality run``; never = at once, always = step by step, oracle), paired
   differences (95 % interval, exact McNemar p; `evals.stats.paired`), and on the mix of ``--mix``
   sets (equal counts) the learned mode's tokens as a share of the base's always-think tokens.
+  ``--start DIR`` (rows of this command's ``run`` for the checkpoint training started from) adds the
+  start's think-rate, accuracy and tokens and the paired difference against it (what training changed).
   ``drift`` compares the learned branch with the base's same branch on the same items (what the
   adapter changed in the answers themselves). Writes ``report.md`` and ``report.json``.
 - ``auroc``: the decision as a ranking signal (issue 26's "compose the gate with the model's own
@@ -132,8 +134,9 @@ def _id_order(item_id: str) -> tuple[str, int]:
     return (item_id[:m.start()], int(m.group(1))) if m else (item_id, -1)
 
 
-def set_report(rows: dict[str, dict], base: dict[str, dict]) -> dict:
-    """Report of one set (module contract): `rows` learned rows by id, `base` the base's forced rows by id."""
+def set_report(rows: dict[str, dict], base: dict[str, dict], start: dict[str, dict] | None = None) -> dict:
+    """Report of one set (module contract): `rows` learned rows by id, `base` the base's forced rows by id,
+    `start` (optional) the learned rows of the checkpoint training started from, by id."""
     from evals.stats import paired, summarize, wilson
 
     ids = sorted(rows, key=_id_order)
@@ -164,6 +167,16 @@ def set_report(rows: dict[str, dict], base: dict[str, dict]) -> dict:
         out["drift"] = paired(lc, same)
         out["tokens_vs_always"] = (out["learned"]["total_tokens"] / out["base"]["always"]["total_tokens"]
                                    if out["base"]["always"]["total_tokens"] else None)
+    both = [i for i in ids if i in (start or {})]
+    if both:
+        def learned_rows(src):
+            return [{"id": i, "score": src[i]["score"], "thought": src[i]["thought"],
+                     "think_tokens": src[i]["tokens"] if src[i]["thought"] else 0,
+                     "answer_tokens": 0 if src[i]["thought"] else src[i]["tokens"], "hidden_tokens": 0} for i in both]
+        s_rows, t_rows = learned_rows(start), learned_rows(rows)
+        out["n_start"] = len(both)
+        out["start"], out["this_on_start"] = summarize(s_rows), summarize(t_rows)
+        out["vs_start"] = paired(t_rows, s_rows)
     return out
 
 
@@ -171,21 +184,25 @@ def report(args) -> dict:
     """The ``report`` command: report.json and report.md under ``<out>/<model>``."""
     out_dir = Path(args.out) / Path(args.model).name
     res = {"model": args.model, "split": args.split, "base": args.base, "sets": {}}
-    all_rows, all_base = {}, {}
+    all_rows, all_base, all_start = {}, {}, {}
     for name in args.sets:
         rows = _read(rows_path(Path(args.out), args.model, args.split, name))
         if not rows:
             raise FileNotFoundError(f"no rows for {args.split}/{name} under {out_dir}: run `python -m evals.learned run` first")
         base = _read(Path(args.base) / f"{args.split}-{name}.jsonl") if args.base else {}
-        res["sets"][name] = set_report(rows, base)
+        start = _read(Path(args.start) / f"{args.split}-{name}.jsonl") if getattr(args, "start", None) else {}
+        if getattr(args, "start", None) and not start:
+            raise FileNotFoundError(f"no start rows {args.split}-{name}.jsonl under {args.start}")
+        res["sets"][name] = set_report(rows, base, start)
         check = rows_path(Path(args.out), args.model, args.split, name).with_suffix(".agent-check.json")
         if check.is_file():
             res["sets"][name]["agent_check"] = json.loads(check.read_text())
         if name in args.mix:
             all_rows.update(rows)
             all_base.update(base)
+            all_start.update(start)
     if all_rows:
-        mix = set_report(all_rows, all_base)
+        mix = set_report(all_rows, all_base, all_start)
         res["mix"] = {"sets": args.mix, **mix}
     lines = [f"# learned decision of {args.model} ({args.split} split; base rows {args.base})", "",
              "| set | n | think-rate [95 % CI] | learned acc [95 % CI] · tokens | base never | base always | base oracle "
@@ -209,6 +226,18 @@ def report(args) -> dict:
         else:
             cells += ["—"] * 7
         lines.append("| " + " | ".join(cells) + " |")
+    starts = [(name, r) for name, r in list(res["sets"].items()) + ([("mix", res["mix"])] if "mix" in res else [])
+              if "vs_start" in r]
+    if starts:
+        lines += ["", f"Against the start ({args.start}), the same items:", "",
+                  "| set | n | start think-rate | start acc · tokens | this acc · tokens | this − start [95 % CI], p (up / down) |",
+                  "|" + "---|" * 6]
+        for name, r in starts:
+            s0, s1, d = r["start"], r["this_on_start"], r["vs_start"]
+            lines.append(f"| {name} | {r['n_start']} | {s0['think_rate']:.2f} → {s1['think_rate']:.2f} | "
+                         f"{s0['accuracy']:.3f} · {s0['total_tokens']:.0f} | {s1['accuracy']:.3f} · {s1['total_tokens']:.0f} | "
+                         f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p {d['mcnemar_p']:.2g} "
+                         f"({d['a_only']} / {d['b_only']}) |")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(res, indent=1))
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
@@ -281,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mix", nargs="+", default=["gsm", "multidigit", "onestep"])
     p.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
     p.add_argument("--base", default=None, help="dir of the base model's evals.quality rows (<split>-<set>.jsonl)")
+    p.add_argument("--start", default=None, help="dir of the starting checkpoint's rows of `run` (<split>-<set>.jsonl)")
     p.add_argument("--out", default="docs/results/learned")
     a = sub.add_parser("auroc", help="p(think) of the checkpoint ranked against 'thinking helped' on the base's rows")
     a.add_argument("--model", required=True)

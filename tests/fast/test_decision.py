@@ -130,6 +130,12 @@ def test_learned_report_pairs_with_the_base_rows():
     assert r["learned_vs_always"]["diff"] == pytest.approx(-0.25)  # item 3: thinking would have helped
     assert r["tokens_vs_always"] == pytest.approx((100 + 100 + 5 + 5) / 4 / 200)
     assert r["drift"]["diff"] == 0.0  # each learned branch scored as the base's same branch
+    assert "vs_start" not in r
+    start = {i: {**row, "thought": True, "tokens": 200, "score": 1.0 if i == "gsm-s3-3" else 0.0}
+             for i, row in rows.items()}
+    r = set_report(rows, base, start)  # against the checkpoint training started from: item 0 up, item 3 down
+    assert r["start"]["think_rate"] == 1.0 and r["this_on_start"]["think_rate"] == 0.5
+    assert r["vs_start"]["diff"] == 0.0 and (r["vs_start"]["a_only"], r["vs_start"]["b_only"]) == (1, 1)
 
 
 def test_prepare_merges_the_adapter_once_and_checks_its_sha256(tmp_path):
