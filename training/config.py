@@ -16,8 +16,10 @@ ARITH_REWARDS = ["correct", "no_think_bonus"]
 # Search-R1's exact-match reward plus a cost per search (issue 29)
 HOPS_REWARDS = ["correct", "search_cost"]
 HOPS_TYPES = ("bridge", "comparison", "single")
-# issue 27: AdaptThink's correctness + no-think bonus, plus a length penalty on the thinking that remains
-MIX_REWARDS = ["correct", "no_think_bonus", "think_length"]
+# issue 27: AdaptThink's correctness + no-think bonus, plus a length penalty on the thinking that remains,
+# paid only by right answers (with `think_length` unconditional, 16 CPU steps collapsed thinking: all-wrong
+# groups ranked answering at once first; docs/results/grpo-mix-cpu)
+MIX_REWARDS = ["correct", "no_think_bonus", "correct_think_length"]
 MIX_SETS = ("gsm", "multidigit", "onestep")
 
 

@@ -166,6 +166,27 @@ def think_length(completions, completion_ids=None, think_budget: int = 256) -> l
     return out
 
 
+@register("correct_think_length")
+def correct_think_length(completions, completion_ids=None, item=None, continuation=None, boundaries=None,
+                         think_budget: int = 256) -> list[float | None]:
+    """The thinking-token penalty of `think_length`, paid only by correct completions (Arora & Zanette,
+    "Training Language Models to Reason Efficiently", arXiv 2502.04463, Eq. 3: r = 1[correct] ·
+    (1 − α·f(length))): among right answers the shorter trace wins, and a group where every rollout is
+    wrong gets no length signal at all. With the unconditional penalty such a group still ranks the
+    answer-at-once rollouts above the thinking ones, and batch std scaling magnifies that into the run's
+    largest gradients (measured on the 0.5B mix: 16 steps drove think-rate on GSM from 0.93 to 0.35).
+
+    >>> import json; from tasks import Item
+    >>> it = json.dumps(Item("a", "arith", "What is 2 + 3?", "5", "easy", "2 + 3 = 5").to_dict())
+    >>> correct_think_length(["<think>" + "a " * 50 + "</think>5", "<think>" + "a " * 50 + "</think>6", "5"],
+    ...                      item=[it] * 3, think_budget=100)
+    [-0.5, 0.0, 0.0]
+    """
+    ok = correctness(completions, continuation=continuation, boundaries=boundaries, item=item)
+    cost = think_length(completions, completion_ids=completion_ids, think_budget=think_budget)
+    return [c if o == 1.0 else 0.0 for c, o in zip(cost, ok)]
+
+
 @register("no_think_bonus")
 def no_think_bonus(completions, no_think_delta: float = 1.0, continuation=None, boundaries=None,
                    item=None) -> list[float | None]:

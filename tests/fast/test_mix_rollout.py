@@ -100,7 +100,7 @@ def test_two_step_grpo_on_the_mix_trains_the_served_branches(tmp_path, monkeypat
     monkeypatch.setattr(ro, "_hf_sample", gen)
     seen: list = []
     script = ScriptArguments(task="mix", num_examples=1, eval_examples=0,
-                             reward_funcs=["correct", "no_think_bonus", "think_length", "test_spy"])
+                             reward_funcs=["correct", "no_think_bonus", "correct_think_length", "test_spy"])
     before, after = run_tiny_grpo(tmp_path, ckpt, script, lambda completions, item=None: (
         seen.append((completions, item)), [0.0] * len(completions))[1], max_completion_length=32)
     comps = [c for s in seen for c in s[0]]
@@ -109,5 +109,5 @@ def test_two_step_grpo_on_the_mix_trains_the_served_branches(tmp_path, monkeypat
     sets = {json.loads(i)["meta"]["set"] for s in seen for i in s[1]}
     assert sets <= {"gsm", "multidigit", "onestep"} and sets
     recs = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert any("rewards/think_length/mean" in r for r in recs)
+    assert any("rewards/correct_think_length/mean" in r for r in recs)
     assert any(not torch.equal(before[k], v) for k, v in after.items())

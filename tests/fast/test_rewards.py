@@ -40,6 +40,20 @@ def test_prefix_match_non_ascii_and_chat_messages():
     assert R.prefix_match_score("\u00f1", "\u00f1u", [3]) == 0.0  # 2 bytes is not a boundary there
 
 
+def test_correct_think_length_charges_only_right_answers():
+    import json
+
+    from tasks import Item
+
+    it = json.dumps(Item("a", "arith", "What is 2 + 3?", "5", "easy", "2 + 3 = 5").to_dict())
+    think = "<think>" + "x " * 50 + "</think>"
+    right, wrong, at_once = think + "5", think + "6", "6"
+    assert R.correct_think_length([right, wrong, at_once], item=[it] * 3, think_budget=100) == [-0.5, 0.0, 0.0]
+    # a group where every rollout is wrong: no length signal (the unconditional penalty ranks at-once first)
+    assert set(R.correct_think_length([wrong, at_once], item=[it] * 2, think_budget=100)) == {0.0}
+    assert R.think_length([wrong, at_once], think_budget=100) == [-0.5, 0.0]
+
+
 def test_think_length_no_think_bonus_soft_overlong_format():
     long_think = "<think>" + "x " * 200 + "</think>\\boxed{ the}"
     assert R.think_length([long_think], think_budget=100) == [-1.0]
