@@ -101,8 +101,11 @@ def test_two_step_grpo_on_the_mix_trains_the_served_branches(tmp_path, monkeypat
     seen: list = []
     script = ScriptArguments(task="mix", num_examples=1, eval_examples=0,
                              reward_funcs=["correct", "no_think_bonus", "correct_think_length", "test_spy"])
+    # the spy's alternating reward gives the group an advantage: the tiny model's "1" is wrong on every
+    # item, and correct_think_length (paid by right answers only) then gives no signal of its own
     before, after = run_tiny_grpo(tmp_path, ckpt, script, lambda completions, item=None: (
-        seen.append((completions, item)), [0.0] * len(completions))[1], max_completion_length=32)
+        seen.append((completions, item)), [float(i % 2) for i in range(len(completions))])[1],
+        max_completion_length=32)
     comps = [c for s in seen for c in s[0]]
     assert any(c.startswith("<think>\n1\n</think>\nAnswer: 1") for c in comps)
     assert any(c.startswith("Answer: 1") for c in comps)
