@@ -134,15 +134,20 @@ def _id_order(item_id: str) -> tuple[str, int]:
     return (item_id[:m.start()], int(m.group(1))) if m else (item_id, -1)
 
 
+def _scored(rows: dict[str, dict], ids: list[str]) -> list[dict]:
+    """Learned rows of `ids` in the shape `evals.stats.summarize` and `paired` read (tokens split by branch)."""
+    return [{"id": i, "score": rows[i]["score"], "thought": rows[i]["thought"],
+             "think_tokens": rows[i]["tokens"] if rows[i]["thought"] else 0,
+             "answer_tokens": 0 if rows[i]["thought"] else rows[i]["tokens"], "hidden_tokens": 0} for i in ids]
+
+
 def set_report(rows: dict[str, dict], base: dict[str, dict], start: dict[str, dict] | None = None) -> dict:
     """Report of one set (module contract): `rows` learned rows by id, `base` the base's forced rows by id,
     `start` (optional) the learned rows of the checkpoint training started from, by id."""
     from evals.stats import paired, summarize, wilson
 
     ids = sorted(rows, key=_id_order)
-    learned = [{"id": i, "score": rows[i]["score"], "thought": rows[i]["thought"],
-                "think_tokens": rows[i]["tokens"] if rows[i]["thought"] else 0,
-                "answer_tokens": 0 if rows[i]["thought"] else rows[i]["tokens"], "hidden_tokens": 0} for i in ids]
+    learned = _scored(rows, ids)
     k = sum(r["thought"] for r in learned)
     out = {"n": len(ids), "think_rate": k / len(ids) if ids else 0.0, "think_rate_ci": list(wilson(k, len(ids))),
            "learned": summarize(learned)}
@@ -169,11 +174,7 @@ def set_report(rows: dict[str, dict], base: dict[str, dict], start: dict[str, di
                                    if out["base"]["always"]["total_tokens"] else None)
     both = [i for i in ids if i in (start or {})]
     if both:
-        def learned_rows(src):
-            return [{"id": i, "score": src[i]["score"], "thought": src[i]["thought"],
-                     "think_tokens": src[i]["tokens"] if src[i]["thought"] else 0,
-                     "answer_tokens": 0 if src[i]["thought"] else src[i]["tokens"], "hidden_tokens": 0} for i in both]
-        s_rows, t_rows = learned_rows(start), learned_rows(rows)
+        s_rows, t_rows = _scored(start, both), _scored(rows, both)
         out["n_start"] = len(both)
         out["start"], out["this_on_start"] = summarize(s_rows), summarize(t_rows)
         out["vs_start"] = paired(t_rows, s_rows)
@@ -190,8 +191,8 @@ def report(args) -> dict:
         if not rows:
             raise FileNotFoundError(f"no rows for {args.split}/{name} under {out_dir}: run `python -m evals.learned run` first")
         base = _read(Path(args.base) / f"{args.split}-{name}.jsonl") if args.base else {}
-        start = _read(Path(args.start) / f"{args.split}-{name}.jsonl") if getattr(args, "start", None) else {}
-        if getattr(args, "start", None) and not start:
+        start = _read(Path(args.start) / f"{args.split}-{name}.jsonl") if args.start else {}
+        if args.start and not start:
             raise FileNotFoundError(f"no start rows {args.split}-{name}.jsonl under {args.start}")
         res["sets"][name] = set_report(rows, base, start)
         check = rows_path(Path(args.out), args.model, args.split, name).with_suffix(".agent-check.json")

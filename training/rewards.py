@@ -174,7 +174,7 @@ def correct_think_length(completions, completion_ids=None, item=None, continuati
     (1 − α·f(length))): among right answers the shorter trace wins, and a group where every rollout is
     wrong gets no length signal at all. With the unconditional penalty such a group still ranks the
     answer-at-once rollouts above the thinking ones, and batch std scaling magnifies that into the run's
-    largest gradients (measured on the 0.5B mix: 16 steps drove think-rate on GSM from 0.93 to 0.35).
+    largest gradients (measured on the 0.5B mix: 16 steps drove think-rate on GSM from 0.93 to 0.37).
 
     >>> import json; from tasks import Item
     >>> it = json.dumps(Item("a", "arith", "What is 2 + 3?", "5", "easy", "2 + 3 = 5").to_dict())
