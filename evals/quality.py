@@ -52,19 +52,31 @@ async def answer_direct(policy, prompt: list[int], cfg, direct_tokens: int):
     return await policy.generate(prompt + lead, GenerationParams(max_tokens=direct_tokens, stop=("\n\n", THINK_OPEN)))
 
 
-async def answer_thinking(policy, prompt: list[int], cfg, think_tokens: int, answer_tokens: int) -> tuple[str, int]:
-    """The step-by-step answer of one prompt (see the module contract): (``<think>…</think>`` + answer
-    text, reasoning + answer tokens)."""
+async def think_completion(policy, prompt: list[int], cfg, think_tokens: int, answer_tokens: int, *,
+                           temperature: float = 0.0, seed: int | None = None) -> dict:
+    """The step-by-step answer of one prompt (see the module contract), with its entropies.
+
+    ``<think>`` is forced, the reasoning runs to ``</think>``, the end of the turn or `think_tokens`
+    (sampled at `temperature` with `seed`; 0 = greedy), then the agent's answer opening
+    (`agent.nodes.answer_opening`) and a greedy answer of at most `answer_tokens`.
+
+    Returns:
+        dict: text (``<think>…</think>`` + answer), tokens (reasoning + answer), answer (the answer
+        text alone), reasoning_entropy and answer_entropy (mean entropy per generated token, nats;
+        0.0 when there were none).
+    """
     from agent.nodes import answer_opening
     from policy.base import GenerationParams
     from policy.format import THINK_CLOSE, THINK_OPEN
 
     eos = set(policy.eos_token_ids)
     open_ids = policy.tokenize(THINK_OPEN + "\n")
-    t = await policy.generate(prompt + open_ids, GenerationParams(max_tokens=think_tokens, stop=(THINK_CLOSE,)))
+    t = await policy.generate(prompt + open_ids, GenerationParams(max_tokens=think_tokens, stop=(THINK_CLOSE,),
+                                                                  temperature=temperature, seed=seed))
     ids = t.token_ids[:-1] if t.token_ids and t.token_ids[-1] in eos else list(t.token_ids)
     ended = len(ids) < len(t.token_ids)
     reasoning = policy.detokenize(ids)
+    answer_ent: list[float] = []
     if ended:  # the model ended its turn inside <think>: its last paragraph is its answer (agent.nodes.answer)
         paras = [p for p in reasoning.strip().split("\n\n") if p.strip()]
         answer, n_answer = (paras[-1] if paras else ""), 0
@@ -74,9 +86,22 @@ async def answer_thinking(policy, prompt: list[int], cfg, think_tokens: int, ans
         tail = answer_opening(policy, cfg.answer_prefix, closed)
         a = await policy.generate(prompt + open_ids + ids + tail, GenerationParams(max_tokens=answer_tokens,
                                                                                    stop=("\n\n",)))
-        answer, n_answer = a.text, len(a.token_ids)
+        answer, n_answer, answer_ent = a.text, len(a.token_ids), list(a.entropies)
         text = f"{THINK_OPEN}\n{reasoning}" + ("\n" if closed else f"\n{THINK_CLOSE}\n") + answer
-    return text, len(t.token_ids) + n_answer
+    ents = list(t.entropies)
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else 0.0
+
+    return {"text": text, "tokens": len(t.token_ids) + n_answer, "answer": answer,
+            "reasoning_entropy": mean(ents), "answer_entropy": mean(answer_ent)}
+
+
+async def answer_thinking(policy, prompt: list[int], cfg, think_tokens: int, answer_tokens: int) -> tuple[str, int]:
+    """The greedy step-by-step answer of one prompt (`think_completion`): (``<think>…</think>`` + answer
+    text, reasoning + answer tokens)."""
+    c = await think_completion(policy, prompt, cfg, think_tokens, answer_tokens)
+    return c["text"], c["tokens"]
 
 
 async def answer_both(policy, prompt: list[int], cfg, direct_tokens: int, think_tokens: int,
