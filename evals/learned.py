@@ -287,10 +287,9 @@ def auroc_report(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry; bad input exits 2 with a one-line message."""
-    import os
+    """CLI entry; bad input exits 2 with a one-line message (`evals.cli.dispatch`)."""
+    from evals.cli import dispatch, generation_args
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(prog="python -m evals.learned", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="answer held-out items on the branch the model's first token picks")
@@ -298,10 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep", "letters", "times"])
     r.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
     r.add_argument("--n", type=int, default=150)
-    r.add_argument("--backend", default="auto")
-    r.add_argument("--direct-tokens", type=int, default=32)
-    r.add_argument("--think-tokens", type=int, default=512)
-    r.add_argument("--answer-tokens", type=int, default=32)
+    generation_args(r, think_tokens=512)
     r.add_argument("--out", default="docs/results/learned")
     r.add_argument("--index", default=None, help="index dir: retrieve passages for sets served with retrieval (docs)")
     r.add_argument("--agent-check", type=int, default=0, help="run the served agent on K items per set and compare")
@@ -319,14 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--split", choices=[s for s in SPLITS if s != "train"], default="test")
     a.add_argument("--base", required=True, help="dir of the base model's evals.quality rows (<split>-<set>.jsonl)")
     a.add_argument("--out", default="docs/results/learned")
-    ns = ap.parse_args(argv)
-    if getattr(ns, "n", 1) < 1:
-        ap.error(f"--n must be >= 1, got {ns.n}")
-    try:
-        {"run": run, "report": report, "auroc": auroc_report}[ns.cmd](ns)
-    except (ValueError, LookupError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    dispatch(ap, {"run": run, "report": report, "auroc": auroc_report}, argv)
 
 
 if __name__ == "__main__":

@@ -313,6 +313,9 @@ def table(args) -> str:
 
 
 def main(argv=None) -> None:
+    """CLI entry."""
+    from evals.cli import generation_args
+
     ap = argparse.ArgumentParser(prog="python -m evals.quality", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="answer the items of each set at once and step by step (resumable)")
@@ -320,13 +323,10 @@ def main(argv=None) -> None:
     r.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep"])
     r.add_argument("--split", choices=list(SPLITS), default="test")
     r.add_argument("--n", type=int, default=150, help="items per set")
-    r.add_argument("--backend", default="auto")
+    generation_args(r, think_tokens=256)
     r.add_argument("--precision", default=None)
     r.add_argument("--index", default=None, help="index dir: retrieve passages for items that use retrieval")
     r.add_argument("--answer-prefix", default=None, help="override the model's AgentConfig.answer_prefix")
-    r.add_argument("--direct-tokens", type=int, default=32)
-    r.add_argument("--think-tokens", type=int, default=256)
-    r.add_argument("--answer-tokens", type=int, default=32)
     r.add_argument("--out", default="docs/results/quality")
     p = sub.add_parser("report", help="tables, AUROC and calibration from the rows of run")
     p.add_argument("--model", required=True)

@@ -189,10 +189,9 @@ def report(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry; bad input exits 2 with a one-line message."""
-    import os
+    """CLI entry; bad input exits 2 with a one-line message (`evals.cli.dispatch`)."""
+    from evals.cli import dispatch, generation_args
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(prog="python -m evals.vote", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="K step-by-step completions per held-out item (sample 1 greedy)")
@@ -200,11 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--sets", nargs="+", default=["gsm"])
     r.add_argument("--split", choices=["dev", "test"], default="dev")
     r.add_argument("--n", type=int, default=150)
-    r.add_argument("--k", type=int, default=8, help="completions per item, the greedy one included")
-    r.add_argument("--backend", default="auto")
-    r.add_argument("--direct-tokens", type=int, default=32)
-    r.add_argument("--think-tokens", type=int, default=512)
-    r.add_argument("--answer-tokens", type=int, default=32)
+    r.add_argument("--k", type=int, default=8, choices=range(2, 33), metavar="K",
+                   help="completions per item, the greedy one included (2-32)")
+    generation_args(r, think_tokens=512)
     r.add_argument("--out", default="docs/results/vote")
     p = sub.add_parser("report", help="always, learned, vote@K and adaptive voting, paired")
     p.add_argument("--model", required=True)
@@ -212,14 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", choices=["dev", "test"], default="dev")
     p.add_argument("--tau", default="0", help="comma-separated τ_vote values (nats) to report adaptive at")
     p.add_argument("--out", default="docs/results/vote")
-    ns = ap.parse_args(argv)
-    if getattr(ns, "n", 1) < 1 or getattr(ns, "k", 2) < 2:
-        ap.error(f"--n must be >= 1 and --k >= 2, got n {getattr(ns, 'n', None)}, k {getattr(ns, 'k', None)}")
-    try:
-        {"run": run, "report": report}[ns.cmd](ns)
-    except (ValueError, LookupError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    dispatch(ap, {"run": run, "report": report}, argv)
 
 
 if __name__ == "__main__":
