@@ -2,7 +2,7 @@
 
 Contract:
 - `normalize_answer(text)`: the key answers are voted on — the last number when the answer holds
-  one (arithmetic), else the first line lower-cased without punctuation.
+  one (arithmetic; trailing decimal zeros dropped, so 36.50 and 36.5 are one answer), else the first line lower-cased without punctuation.
 - `vote(answers, certainty=None)`: the majority answer (self-consistency, Wang et al., arXiv
   2203.11171); ties go to the answer with the larger summed certainty, then the earliest.
 - `weighted_vote(answers, certainty)`: each sample votes with weight exp(mean log-prob of its
@@ -32,11 +32,16 @@ def normalize_answer(text: str) -> str:
     '1234'
     >>> normalize_answer("  Paris, France.\\nMore text")
     'paris france'
+    >>> normalize_answer("36.50"), normalize_answer("$22.00"), normalize_answer("-0.0")  # one key per number
+    ('36.5', '22', '0')
     """
     t = text.strip().replace(",", "")
     nums = _NUM.findall(t)
     if nums:
-        return nums[-1]
+        n = nums[-1]
+        if "." in n:
+            n = n.rstrip("0").rstrip(".")
+        return "0" if n in ("-0", "") else n
     first = t.splitlines()[0] if t else ""
     return re.sub(r"[^\w\s]", "", first).strip().lower()
 

@@ -103,7 +103,7 @@ def mode_rows(rows: list[dict], tau_vote: float, confidence: float = 0.95) -> di
     Raises:
         ValueError: rows with different sample counts.
     """
-    from agent.voting import adaptive_vote, vote
+    from agent.voting import adaptive_vote, normalize_answer, vote
 
     ks = {len(r["samples"]) for r in rows}
     if len(ks) != 1:
@@ -112,11 +112,11 @@ def mode_rows(rows: list[dict], tau_vote: float, confidence: float = 0.95) -> di
     out: dict[str, list[dict]] = {"always": [], "learned": [], f"vote@{k}": [], "adaptive": []}
     for r in rows:
         ss = r["samples"]
-        keys = [s["key"] for s in ss]
+        keys = [normalize_answer(s["key"]) for s in ss]  # rows written before a key rule changed vote as now
         cert = [0.0] + [-s["answer_entropy"] for s in ss[1:]]
-        score_of = {}
-        for s in ss:
-            score_of.setdefault(s["key"], s["score"])
+        score_of: dict[str, float] = {}
+        for key, s in zip(keys, ss):
+            score_of.setdefault(key, s["score"])
         greedy = {"id": r["id"], "score": ss[0]["score"], "tokens": ss[0]["tokens"], "thought": True}
         out["always"].append(greedy)
         learned = greedy if r["thought"] else {"id": r["id"], "score": r["direct"]["score"],
