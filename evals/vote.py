@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from evals.quality import SPLITS, answer_direct, think_completion
-from evals.stats import paired
+from evals.stats import paired, summarize
 
 
 def _log(msg: str) -> None:
@@ -97,8 +97,17 @@ def run(args) -> None:
             _log(f"  {j}/{len(todo)}  {(time.perf_counter() - t0) / j:.1f} s/item")
 
 
+def _mode_row(item_id: str, score: float, *, think: int | None = None, answer: int = 0, **extra) -> dict:
+    """A mode's row in `evals.stats.summarize`'s shape: `think` tokens when it thought (None: answered
+    at once with `answer` tokens)."""
+    return {"id": item_id, "score": score, "thought": think is not None, "think_tokens": think or 0,
+            "answer_tokens": answer, "hidden_tokens": 0, **extra}
+
+
 def mode_rows(rows: list[dict], tau_vote: float, confidence: float = 0.95) -> dict[str, list[dict]]:
-    """Per mode of the module contract, one {id, score, tokens, thought} per row of ``run``.
+    """Per mode of the module contract, one row per row of ``run`` in the shape `evals.stats.summarize`
+    reads: {id, score, thought, think_tokens (every sample's tokens), answer_tokens (a direct answer's),
+    hidden_tokens (0)}; adaptive rows that voted add ``used`` (samples taken).
 
     Raises:
         ValueError: rows with different sample counts.
@@ -117,32 +126,19 @@ def mode_rows(rows: list[dict], tau_vote: float, confidence: float = 0.95) -> di
         score_of: dict[str, float] = {}
         for key, s in zip(keys, ss):
             score_of.setdefault(key, s["score"])
-        greedy = {"id": r["id"], "score": ss[0]["score"], "tokens": ss[0]["tokens"], "thought": True}
+        greedy = _mode_row(r["id"], ss[0]["score"], think=ss[0]["tokens"])
         out["always"].append(greedy)
-        learned = greedy if r["thought"] else {"id": r["id"], "score": r["direct"]["score"],
-                                                 "tokens": r["direct"]["tokens"], "thought": False}
+        learned = greedy if r["thought"] else _mode_row(r["id"], r["direct"]["score"], answer=r["direct"]["tokens"])
         out["learned"].append(learned)
         best, _ = vote(keys, cert)
-        out[f"vote@{k}"].append({"id": r["id"], "score": score_of[best], "tokens": sum(s["tokens"] for s in ss),
-                                 "thought": True})
+        out[f"vote@{k}"].append(_mode_row(r["id"], score_of[best], think=sum(s["tokens"] for s in ss)))
         if not r["thought"] or ss[0]["reasoning_entropy"] <= tau_vote:
             out["adaptive"].append(learned)
         else:
             res = adaptive_vote(keys, cert, max_samples=k, confidence=confidence)
-            out["adaptive"].append({"id": r["id"], "score": score_of[res.answer],
-                                    "tokens": sum(s["tokens"] for s in ss[: res.used]), "thought": True,
-                                    "used": res.used})
+            out["adaptive"].append(_mode_row(r["id"], score_of[res.answer],
+                                             think=sum(s["tokens"] for s in ss[: res.used]), used=res.used))
     return out
-
-
-def _summary(rows: list[dict]) -> dict:
-    from evals.stats import wilson
-
-    n = len(rows)
-    acc = sum(r["score"] for r in rows) / n
-    lo, hi = wilson(sum(r["score"] for r in rows), n)
-    return {"n": n, "accuracy": acc, "ci": [lo, hi], "tokens": sum(r["tokens"] for r in rows) / n,
-            "think_rate": sum(r["thought"] for r in rows) / n}
 
 
 def report(args) -> dict:
@@ -162,15 +158,15 @@ def report(args) -> dict:
         for tau in taus:
             m = mode_rows(rows, tau)
             kname = next(x for x in m if x.startswith("vote@"))
-            s = {name_: _summary(v) for name_, v in m.items()}
+            s = {name_: summarize(v) for name_, v in m.items()}
             d = {"adaptive_vs_always": paired(m["adaptive"], m["always"]),
                  "vote_vs_always": paired(m[kname], m["always"]),
                  "adaptive_vs_vote": paired(m["adaptive"], m[kname])}
-            share = s["adaptive"]["tokens"] / s[kname]["tokens"] if s[kname]["tokens"] else 0.0
+            share = s["adaptive"]["total_tokens"] / s[kname]["total_tokens"] if s[kname]["total_tokens"] else 0.0
             per_tau.append({"tau_vote": tau, "modes": s, "paired": d, "adaptive_token_share": share})
 
             def cell(x):
-                return f"{x['accuracy']:.3f} [{x['ci'][0]:.3f}, {x['ci'][1]:.3f}] · {x['tokens']:.0f}"
+                return f"{x['accuracy']:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}] · {x['total_tokens']:.0f}"
 
             def diff(p):
                 return f"{100 * p['diff']:+.1f} [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}], p {p['mcnemar_p']:.2g}"

@@ -69,8 +69,8 @@ def test_modes_replay_the_agents_voting_rules():
     assert [r["score"] for r in m["vote@8"]] == [1, 1, 0, 0]
     assert [r["score"] for r in m["learned"]] == [0, 1, 1, 1]
     assert [r["score"] for r in m["adaptive"]] == [1, 1, 1, 1]
-    assert [r["tokens"] for r in m["adaptive"]][1:] == [400, 100, 3]
-    assert m["adaptive"][0]["used"] > 4 and m["vote@8"][0]["tokens"] == 800
+    assert [r["think_tokens"] + r["answer_tokens"] for r in m["adaptive"]][1:] == [400, 100, 3]
+    assert m["adaptive"][0]["used"] > 4 and m["vote@8"][0]["think_tokens"] == 800
     # a 1-1 tie between the greedy sample and a sample goes to the greedy one (certainty 0 beats −0.2)
     assert mode_rows([_row(0, ["1", "2"], [1, 0])], tau_vote=0.0)["vote@2"][0]["score"] == 1
     with pytest.raises(ValueError, match="sample counts"):
