@@ -4,6 +4,7 @@ Contract:
 - `generation_args(parser, think_tokens)` adds the served backend's generation budgets every
   command that answers items takes: ``--backend``, ``--direct-tokens``, ``--think-tokens``,
   ``--answer-tokens``.
+- `log(msg)`: a progress line on stderr, flushed (stdout keeps the command's result).
 - `dispatch(parser, commands, argv)` parses `argv` (subcommand in ``cmd``), checks ``--n`` ≥ 1 where
   the command has it, runs ``commands[cmd](ns)`` offline (``HF_HUB_OFFLINE=1``), and turns bad input
   (ValueError, LookupError, FileNotFoundError) into a one-line ``error: …`` and exit status 2.
@@ -14,6 +15,11 @@ import argparse
 import os
 import sys
 from typing import Callable
+
+
+def log(msg: str) -> None:
+    """Write one progress line to stderr, flushed."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def generation_args(parser: argparse.ArgumentParser, think_tokens: int) -> None:

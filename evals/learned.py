@@ -32,15 +32,11 @@ import argparse
 import asyncio
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
+from evals.cli import log as _log
 from evals.quality import SPLITS, answer_direct, answer_thinking, rows_path
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 async def answer_learned(policy, prompt: list[int], cfg, think_id: int, direct_tokens: int, think_tokens: int,

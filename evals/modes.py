@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
+from evals.cli import log as _log
 from evals.stats import MODES, auroc, calibrate, decide, helped, paired, summarize
 
 
@@ -58,10 +59,6 @@ class EvalArgs:
     samples: int = 0
     temperature: float = AgentConfig.vote_temperature
     tau_vote: float | None = None
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def build_prompts(items, tokenizer, retriever, cfg) -> list[list[int]]:

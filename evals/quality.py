@@ -30,16 +30,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from evals.cli import log as _log
+
 SPLITS = {"train": 1, "dev": 2, "test": 3}  # tasks.numeric.SPLIT_SEEDS: train rows are rollouts to learn from
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 async def answer_direct(policy, prompt: list[int], cfg, direct_tokens: int):

@@ -29,16 +29,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 
+from evals.cli import log as _log
 from evals.quality import SPLITS, answer_direct, think_completion
 from evals.stats import paired, summarize
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def vote_path(out: Path, model: str, split: str, name: str) -> Path:
