@@ -192,13 +192,17 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
         decision, reason = "answer", f"draft {cfg.score} entropy {value:.3f} <= tau_think {cfg.tau_think}"
     else:
         decision, reason = "think", f"draft {cfg.score} entropy {value:.3f} > tau_think {cfg.tau_think}"
-    keep = decision == "answer"
     if decision == "think" and budget.think - len(gen.token_ids) < 1:
         decision, reason = "answer", f"{reason}, but {no_room} after the draft"
-        keep = THINK_OPEN not in gen.text  # a draft that opened <think> is no answer: discarded
+    # a draft that opened <think> where the turn may not think (effort none, no room) is no answer:
+    # it is discarded and the answer follows an empty, closed thought (the no-think form of
+    # reasoning chat models, e.g. Qwen3's enable_thinking=False), so the model answers, not re-opens
+    keep = decision == "answer" and THINK_OPEN not in gen.text
     update = {"draft": draft, "score": score, "decision": decision, "reason": reason, "tokens": tokens}
     if not keep:
         tokens["probe"], tokens["draft"] = tokens["probe"] + tokens["draft"], 0
+    if decision == "answer" and not keep:
+        update["transcript"] = transcript + ctx.policy.tokenize(f"{THINK_OPEN}\n{THINK_CLOSE}\n") + lead
     if decision == "answer" and keep:
         _emit(runtime, "content", gen.text.lstrip() if lead else gen.text)
         update["transcript"] = transcript + lead + gen.token_ids

@@ -117,6 +117,19 @@ async def test_both_thinks_when_either_signal_says_so_and_effort_still_overrides
         AgentConfig(decision="coin")
 
 
+async def test_effort_none_answers_after_an_empty_thought_when_the_draft_opens_think():
+    """A model that opens <think> in its forced direct answer (the 1.5B did on a counting request,
+    and the API returned "<think> </think>") still answers at effort none: the draft is discarded
+    (hidden work) and the answer follows a closed, empty thought and the forced prefix."""
+    agent, pol = _agent(_script, answer_prefix="Answer:")
+    turn = await agent.run([{"role": "user", "content": "hard one"}], effort="none")
+    assert turn.metadata["decision"] == "answer" and turn.answer == "42"
+    assert turn.tokens.draft == 0 and turn.tokens.answer == len("42") + 1  # + EOS
+    assert turn.tokens.probe == len("<think>")  # the discarded draft is hidden work
+    kind, prompt, _ = pol.calls[-1]
+    assert kind == "after_think" and prompt.endswith("assistant\n<think>\n</think>\nAnswer:")
+
+
 def test_learned_report_pairs_with_the_base_rows():
     from evals.learned import set_report
 
