@@ -178,3 +178,15 @@ def test_quality_report_states_the_difficulty_ceiling(tmp_path, capsys):
     # a perfect verifier of the direct answer ties the helped items with the wrong ones thinking cannot fix
     assert c["wrong_direct_ceiling"] == pytest.approx(0.75)
     assert "ceiling" in capsys.readouterr().out
+    # with dev rows, τ is calibrated and written into thinkgate.json: settings already there (the
+    # reasoning budget the rows were measured at) stay, and the comment names how τ was chosen
+    for name, rows in (("dev-gsm", hard), ("dev-onestep", easy)):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cal = tmp_path / "thinkgate.json"
+    cal.write_text(json.dumps({"max_think_tokens": 512, "max_steps": 8, "_comment": "stale"}))
+    quality_main(["report", "--model", "m", "--sets", "gsm", "--mix", "gsm", "onestep", "--cost-per-100", "0",
+                  "--max-token-share", "0.6", "--write-calibration", str(cal), "--out", str(tmp_path)])
+    written = json.loads(cal.read_text())
+    assert written["max_think_tokens"] == 512 and written["max_steps"] == 8 and written["answer_prefix"] == "Answer:"
+    assert written["calibrated"]["n_dev"] == 8 and written["tau_think"] == json.loads((d / "report.json").read_text())["mix"]["calibration"]["tau_think"]
+    assert "--max-token-share 0.6" in written["_comment"] and "max_think_tokens 512" in written["_comment"]
