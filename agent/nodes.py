@@ -201,8 +201,6 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
     update = {"draft": draft, "score": score, "decision": decision, "reason": reason, "tokens": tokens}
     if not keep:
         tokens["probe"], tokens["draft"] = tokens["probe"] + tokens["draft"], 0
-    if decision == "answer" and not keep:
-        update["transcript"] = transcript + ctx.policy.tokenize(f"{THINK_OPEN}\n{THINK_CLOSE}\n") + lead
     if decision == "answer" and keep:
         _emit(runtime, "content", gen.text.lstrip() if lead else gen.text)
         update["transcript"] = transcript + lead + gen.token_ids
@@ -210,6 +208,8 @@ async def gate(state: State, runtime: Runtime[Context]) -> dict:
         ended = gen.finish_reason == "stop" and not isinstance(gen.stop_reason, str)  # EOS, not "\n\n"
         if ended or len(gen.token_ids) >= budget.total:
             update["finish_reason"] = "stop" if ended else "length"
+    elif decision == "answer":  # the draft opened <think>: answer after an empty, closed thought
+        update["transcript"] = transcript + ctx.policy.tokenize(f"{THINK_OPEN}\n{THINK_CLOSE}\n") + lead
     elif decision == "think":  # the draft is discarded (counted as hidden probe work above)
         update["transcript"] = transcript + ctx.policy.tokenize(THINK_OPEN + "\n")
     return update

@@ -269,14 +269,15 @@ def report(args) -> dict:
 
                 dest_cal = Path(args.write_calibration)
                 kept = json.loads(dest_cal.read_text()) if dest_cal.is_file() else {}
+                weights = default_precision(args.model)
                 comment = (f"calibrated by python -m evals.quality report on dev (seed {SPLITS['dev']}, n {len(dev)}, "
-                           f"{default_precision(args.model)}) of {', '.join(args.mix)} with --cost-per-100 "
+                           f"{weights}) of {', '.join(args.mix)} with --cost-per-100 "
                            f"{args.cost_per_100} --max-token-share {args.max_token_share}")
                 if "max_think_tokens" in kept:  # the reasoning budget the rows were measured at stays stated
                     comment += f"; max_think_tokens {kept['max_think_tokens']}: the budget of the rows (run --think-tokens)"
                 calib = {"_comment": comment, "answer_prefix": args.answer_prefix or "Answer:",
                          "tau_think": tau, "draft_tokens": args.draft_tokens or 16,
-                         "calibrated": {"backend": "onnx", "weights": default_precision(args.model),
+                         "calibrated": {"backend": "onnx", "weights": weights,
                                         "n_dev": len(dev), "auroc_dev": round(res["mix"]["auroc_dev"], 4),
                                         "cost_per_100": args.cost_per_100, "max_token_share": args.max_token_share,
                                         "auroc_test": round(au, 4)}}

@@ -188,5 +188,6 @@ def test_quality_report_states_the_difficulty_ceiling(tmp_path, capsys):
                   "--max-token-share", "0.6", "--write-calibration", str(cal), "--out", str(tmp_path)])
     written = json.loads(cal.read_text())
     assert written["max_think_tokens"] == 512 and written["max_steps"] == 8 and written["answer_prefix"] == "Answer:"
-    assert written["calibrated"]["n_dev"] == 8 and written["tau_think"] == json.loads((d / "report.json").read_text())["mix"]["calibration"]["tau_think"]
+    chosen = json.loads((d / "report.json").read_text())["mix"]["calibration"]["tau_think"]
+    assert written["calibrated"]["n_dev"] == 8 and written["tau_think"] == chosen
     assert "--max-token-share 0.6" in written["_comment"] and "max_think_tokens 512" in written["_comment"]
