@@ -20,9 +20,11 @@ Contract:
   easy and against a wrong direct answer, and two ceilings: the bucket label itself ranked against
   "helped" (what a perfect difficulty signal would reach on this mix) and "the direct answer is wrong"
   ranked against "helped" (what a perfect verifier of the direct answer would reach), τ_think calibrated on the dev
-  rows (`evals.stats.calibrate`, entropy mode) and the test outcome of never / always / gated /
-  oracle. Writes ``<out>/<model>/report.md`` and ``report.json``; ``--write-calibration FILE`` writes
-  the chosen thresholds as a ``thinkgate.json``.
+  rows (`evals.stats.calibrate`, entropy mode; ``--max-token-share`` a token budget, ``--share-confidence``
+  the confidence it must hold at) and the held-out outcome of never / always / gated / oracle, on the
+  test split or (``--test-split test2``) the second held-out split. Writes ``<out>/<model>/report.md``
+  and ``report.json`` (``report-test2.*``); ``--write-calibration FILE`` writes the chosen thresholds as
+  a ``thinkgate.json``.
 - ``table``: several models side by side, one row per (set, model), from their test rows.
 """
 from __future__ import annotations
@@ -35,8 +37,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from evals.cli import log as _log
+from tasks.numeric import SPLIT_SEEDS
 
-SPLITS = {"train": 1, "dev": 2, "test": 3}  # tasks.numeric.SPLIT_SEEDS: train rows are rollouts to learn from
+SPLITS = SPLIT_SEEDS  # train rows are rollouts to learn from; test2 is read once, to confirm
 
 
 async def answer_direct(policy, prompt: list[int], cfg, direct_tokens: int):
@@ -203,7 +206,7 @@ def report(args) -> dict:
              "| set | n | at once [95 % CI] | step by step [95 % CI] | Δ [95 % CI] | McNemar p | tokens at once | tokens step by step |",
              "|---|---|---|---|---|---|---|---|"]
     for name in args.sets:
-        recs = load_rows(out, args.model, "test", [name])
+        recs = load_rows(out, args.model, args.test_split, [name])
         if not recs:
             continue
         never, always = decide(recs, "never"), decide(recs, "always")
@@ -213,7 +216,7 @@ def report(args) -> dict:
                      f"{sa['accuracy']:.3f} [{sa['ci_low']:.3f}, {sa['ci_high']:.3f}] | {pd['diff']:+.3f} "
                      f"[{pd['ci_low']:+.3f}, {pd['ci_high']:+.3f}] | {pd['mcnemar_p']:.3g} | {sn['total_tokens']:.1f} | "
                      f"{sa['total_tokens']:.1f} |")
-    test = load_rows(out, args.model, "test", args.mix, args.draft_tokens)
+    test = load_rows(out, args.model, args.test_split, args.mix, args.draft_tokens)
     dev = load_rows(out, args.model, "dev", args.mix, args.draft_tokens)
     if test:
         au = auroc([r.draft_entropy for r in test], helped(test))
@@ -232,7 +235,7 @@ def report(args) -> dict:
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         lines += ["", f"## The gate on the mix ({', '.join(args.mix)}; draft of {args.draft_tokens or 'the agent'}'s tokens after "
                       f"the forced prefix)", "",
-                  f"AUROC of the draft's mean entropy against 'thinking helped' on test: **{au:.3f}** "
+                  f"AUROC of the draft's mean entropy against 'thinking helped' on {args.test_split}: **{au:.3f}** "
                   f"(n = {len(test)}, helped on {sum(helped(test))}, hurt on {hurt}). The same score against "
                   f"hard vs easy: {fmt(companions['hard_vs_easy'])}; against a wrong direct answer: "
                   f"{fmt(companions['direct_wrong'])}. A score that knew the bucket exactly (hard above easy) would "
@@ -242,7 +245,8 @@ def report(args) -> dict:
                   f"but fails on most of those)."]
         if dev:
             res["mix"]["auroc_dev"] = auroc([r.draft_entropy for r in dev], helped(dev))
-            cal = calibrate(dev, args.cost_per_100, mode="entropy", max_token_share=args.max_token_share)
+            cal = calibrate(dev, args.cost_per_100, mode="entropy", max_token_share=args.max_token_share,
+                            share_confidence=args.share_confidence)
             tau = cal["tau_think"]
             res["mix"]["calibration"] = {k: v for k, v in cal.items() if k != "sweep"}
             rows = {m: decide(test, m, tau) for m in ("never", "always", "entropy", "oracle")}
@@ -253,9 +257,13 @@ def report(args) -> dict:
             ratio = s["entropy"]["total_tokens"] / max(s["always"]["total_tokens"], 1e-9)
             res["mix"]["gated_token_share_of_always"] = ratio
             budget = (f", within {args.max_token_share:.0%} of always-think's tokens" if args.max_token_share else "")
+            if args.share_confidence:
+                budget += (f" at {args.share_confidence:.0%} confidence (bootstrap upper bound on dev "
+                           f"{cal['share_upper_bound_dev']:.1%}; dev point estimate "
+                           f"{cal['dev']['total_tokens'] / max(summarize(decide(dev, 'always'))['total_tokens'], 1e-9):.1%})")
             lines += [f"τ_think calibrated on dev (n = {len(dev)}, AUROC {res['mix']['auroc_dev']:.3f}; objective accuracy − "
                       f"{args.cost_per_100} × tokens / 100{budget}): **{tau}** nats.", "",
-                      "| mode (test) | accuracy [95 % CI] | think-rate | mean generated tokens |", "|---|---|---|---|"]
+                      f"| mode ({args.test_split}) | accuracy [95 % CI] | think-rate | mean generated tokens |", "|---|---|---|---|"]
             for m, label in (("never", "never think"), ("always", "always think"), ("entropy", f"gated (τ {tau})"),
                              ("oracle", "oracle")):
                 lines.append(f"| {label} | {s[m]['accuracy']:.3f} [{s[m]['ci_low']:.3f}, {s[m]['ci_high']:.3f}] | "
@@ -272,7 +280,8 @@ def report(args) -> dict:
                 weights = default_precision(args.model)
                 comment = (f"calibrated by python -m evals.quality report on dev (seed {SPLITS['dev']}, n {len(dev)}, "
                            f"{weights}) of {', '.join(args.mix)} with --cost-per-100 "
-                           f"{args.cost_per_100} --max-token-share {args.max_token_share}")
+                           f"{args.cost_per_100} --max-token-share {args.max_token_share}"
+                           + (f" --share-confidence {args.share_confidence}" if args.share_confidence else ""))
                 if "max_think_tokens" in kept:  # the reasoning budget the rows were measured at stays stated
                     comment += f"; max_think_tokens {kept['max_think_tokens']}: the budget of the rows (run --think-tokens)"
                 calib = {"_comment": comment, "answer_prefix": args.answer_prefix or "Answer:",
@@ -280,12 +289,14 @@ def report(args) -> dict:
                          "calibrated": {"backend": "onnx", "weights": weights,
                                         "n_dev": len(dev), "auroc_dev": round(res["mix"]["auroc_dev"], 4),
                                         "cost_per_100": args.cost_per_100, "max_token_share": args.max_token_share,
-                                        "auroc_test": round(au, 4)}}
+                                        **({"share_confidence": args.share_confidence} if args.share_confidence else {}),
+                                        f"auroc_{args.test_split}": round(au, 4)}}
                 kept.update(calib)  # other settings of the file (budgets) stay
                 dest_cal.write_text(json.dumps(kept, indent=2) + "\n")
     dest = out / Path(args.model).name
-    (dest / "report.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (dest / "report.md").write_text("\n".join(lines) + "\n")
+    stem = "report" if args.test_split == "test" else f"report-{args.test_split}"
+    (dest / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (dest / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return res
 
@@ -338,6 +349,10 @@ def main(argv=None) -> None:
     p.add_argument("--cost-per-100", type=float, default=0.05, help="calibration: accuracy points per 100 tokens")
     p.add_argument("--max-token-share", type=float, default=None,
                    help="calibration: only τ whose dev tokens are at most this share of always-think's")
+    p.add_argument("--share-confidence", type=float, default=None,
+                   help="calibration: the share must hold at this confidence (bootstrap upper bound on dev), e.g. 0.95")
+    p.add_argument("--test-split", choices=["test", "test2"], default="test",
+                   help="the held-out split the tables and the calibrated gate are reported on")
     p.add_argument("--answer-prefix", default=None)
     p.add_argument("--write-calibration", default=None, help="write the chosen thresholds to this thinkgate.json")
     p.add_argument("--out", default="docs/results/quality")

@@ -15,7 +15,8 @@ Contract:
   `auroc` scores a think signal against "thinking helped this item".
 - `two_proportions` compares two rates on different items (difference with Newcombe's interval,
   Fisher's exact p): the think-rate on high- vs low-entropy NTR positions.
-- `calibrate` picks τ on dev records maximising accuracy − cost × tokens / 100.
+- `calibrate` picks τ on dev records maximising accuracy − cost × tokens / 100, optionally within a
+  token budget that holds at a confidence (`share_upper_bound`, a bootstrap bound).
 """
 from __future__ import annotations
 
@@ -177,24 +178,68 @@ def objective(rows: list[dict], cost_per_100: float) -> float:
     return s["accuracy"] - cost_per_100 * s["total_tokens"] / 100
 
 
+def share_upper_bound(tokens: Sequence[float], always: Sequence[float], confidence: float,
+                      n_boot: int = 2000, seed: int = 0) -> float:
+    """One-sided upper confidence bound on a token share: the `confidence` quantile of
+    sum(tokens) / sum(always) over `n_boot` bootstrap resamples of the items (percentile bootstrap;
+    Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13). `tokens` and `always` are
+    per-item generated tokens of a mode and of always-think, length n (same items, same order).
+    Seeded, so the same records give the same bound.
+
+    >>> share_upper_bound([0, 10], [10, 10], confidence=0.95) >= 0.5
+    True
+
+    Raises:
+        ValueError: `confidence` outside (0, 1), or the two lists differ in length or are empty.
+    """
+    import numpy as np
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if len(tokens) != len(always) or not tokens:
+        raise ValueError(f"tokens and always must be the same non-empty items, got {len(tokens)} and {len(always)}")
+    rng = np.random.default_rng(seed)
+    n = len(tokens)
+    counts = rng.multinomial(n, [1 / n] * n, size=n_boot)  # [n_boot, n]: how often each item is drawn
+    ratios = (counts @ np.asarray(tokens, float)) / np.maximum(counts @ np.asarray(always, float), 1e-9)
+    return float(np.quantile(ratios, confidence))
+
+
 def calibrate(dev: Sequence, cost_per_100: float, mode: str = "gated",
-              max_token_share: float | None = None) -> dict:
+              max_token_share: float | None = None, share_confidence: float | None = None) -> dict:
     """τ_think maximising `objective` of `mode` on the dev records (ties: the larger τ, less thinking).
 
     With `max_token_share` (a fraction in (0, 1]), only the τ whose mean generated tokens on dev are at
     most that share of always-think's are candidates: a token budget, the operating point of a
     budget-constrained gate (pass ``cost_per_100=0`` to pick the most accurate τ within the budget).
-    Never-think always fits, so a choice exists. Raises ValueError on a share outside (0, 1].
+    With `share_confidence` too (in (0, 1), e.g. 0.95), a τ is a candidate only if the budget holds at
+    that confidence: the upper bound of its dev share (`share_upper_bound`) is within `max_token_share`,
+    so that the budget still holds on new items, where the point estimate on dev is missed about half
+    the time (a chance constraint, as Learn then Test, arXiv 2110.01052, chooses a threshold whose risk
+    is bounded with high probability; here without its correction for testing many τ).
+    Never-think always fits, so a choice exists. Raises ValueError on a share or confidence outside its range.
     """
     if max_token_share is not None and not 0 < max_token_share <= 1:
         raise ValueError(f"max_token_share must be in (0, 1], got {max_token_share}")
+    if share_confidence is not None and (max_token_share is None or not 0 < share_confidence < 1):
+        raise ValueError(f"share_confidence must be in (0, 1) and needs max_token_share, got {share_confidence}")
     grid = tau_grid(dev)
     rows = {t: decide(dev, mode, t) for t in grid}  # each τ's decisions once, for the budget and the objective
+    share_bound = {}
     if max_token_share is not None:
-        cap = max_token_share * summarize(decide(dev, "always"))["total_tokens"]
-        grid = [t for t in grid if summarize(rows[t])["total_tokens"] <= cap + 1e-9] or [grid[-1]]
+        always = [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in decide(dev, "always")]
+        cap = max_token_share * sum(always) / len(always)
+        grid = [t for t in grid if summarize(rows[t])["total_tokens"] <= cap + 1e-9]
+        if share_confidence is not None:
+            for t in grid:
+                share_bound[t] = share_upper_bound(
+                    [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in rows[t]], always,
+                    share_confidence)
+            grid = [t for t in grid if share_bound[t] <= max_token_share + 1e-9]
+        grid = grid or [tau_grid(dev)[-1]]
     scored = [(objective(rows[t], cost_per_100), t) for t in grid]
     best_j, best = max(scored, key=lambda x: (x[0], x[1]))
     return {"tau_think": round(best, 4), "objective_dev": best_j, "cost_per_100": cost_per_100, "mode": mode,
-            "max_token_share": max_token_share,
+            "max_token_share": max_token_share, "share_confidence": share_confidence,
+            "share_upper_bound_dev": share_bound.get(best),
             "dev": summarize(rows[best]), "sweep": [{"tau": t, "objective": j} for j, t in scored]}

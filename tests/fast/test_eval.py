@@ -4,7 +4,8 @@ import math
 import pytest
 
 from evals.forced import ForcedRecord, run_forced
-from evals.stats import auroc, calibrate, decide, paired, summarize, tau_grid, two_proportions, wilson
+from evals.stats import (auroc, calibrate, decide, paired, share_upper_bound, summarize, tau_grid, two_proportions,
+                         wilson)
 
 
 def rec(i, bucket, direct, think, ent, learned=False, p=0.1):
@@ -65,6 +66,28 @@ def test_calibration_within_a_token_budget():
     assert calibrate(RECS, 0.0, "entropy", max_token_share=0.01)["dev"]["think_rate"] == 0.0  # only never fits
     with pytest.raises(ValueError, match="max_token_share"):
         calibrate(RECS, 0.0, "entropy", max_token_share=1.5)
+
+
+def test_token_budget_at_a_confidence():
+    """On 5 dev items one thought (item 3: 30 + 4 draft tokens) is 31 % of always-think's tokens, inside a
+    50 % budget; but a resample that draws item 3 twice (probability 0.26) is at 51 %, so the budget does
+    not hold at 95 % confidence and only never-think (10 %) is left."""
+    point = calibrate(RECS, 0.0, "entropy", max_token_share=0.5)
+    assert point["dev"]["think_rate"] == pytest.approx(0.2) and point["share_upper_bound_dev"] is None
+    sure = calibrate(RECS, 0.0, "entropy", max_token_share=0.5, share_confidence=0.95)
+    assert sure["dev"]["think_rate"] == 0.0 and sure["share_upper_bound_dev"] == pytest.approx(0.1)
+    assert sure["share_confidence"] == 0.95
+    many = RECS * 40  # the same pattern on 200 items: the bound tightens towards the point estimate
+    tokens = [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in decide(many, "entropy", 2.9)]
+    always = [r["think_tokens"] + r["answer_tokens"] for r in decide(many, "always")]
+    share = sum(tokens) / sum(always)
+    bound = share_upper_bound(tokens, always, 0.95)
+    assert share < bound < 0.5 and bound == share_upper_bound(tokens, always, 0.95)  # seeded: reproducible
+    assert calibrate(many, 0.0, "entropy", max_token_share=0.5, share_confidence=0.95)["dev"]["think_rate"] > 0
+    with pytest.raises(ValueError, match="share_confidence"):
+        calibrate(RECS, 0.0, "entropy", share_confidence=0.95)  # a confidence needs a budget
+    with pytest.raises(ValueError, match="confidence must be in"):
+        share_upper_bound(tokens, always, 1.0)
 
 
 def test_run_forced_on_a_tiny_model_pairs_both_modes():
@@ -191,3 +214,14 @@ def test_quality_report_states_the_difficulty_ceiling(tmp_path, capsys):
     chosen = json.loads((d / "report.json").read_text())["mix"]["calibration"]["tau_think"]
     assert written["calibrated"]["n_dev"] == 8 and written["tau_think"] == chosen
     assert "--max-token-share 0.6" in written["_comment"] and "max_think_tokens 512" in written["_comment"]
+    # the second held-out split gets its own report; the test split's report is left as it was
+    before = (d / "report.md").read_text()
+    for name, rows in (("test2-gsm", hard), ("test2-onestep", easy)):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    quality_main(["report", "--model", "m", "--sets", "gsm", "--mix", "gsm", "onestep", "--cost-per-100", "0",
+                  "--max-token-share", "0.6", "--share-confidence", "0.95", "--test-split", "test2",
+                  "--out", str(tmp_path)])
+    assert (d / "report.md").read_text() == before
+    second = json.loads((d / "report-test2.json").read_text())["mix"]
+    assert second["calibration"]["share_confidence"] == 0.95 and second["n_test"] == 8
+    assert "mode (test2)" in (d / "report-test2.md").read_text()
