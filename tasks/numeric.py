@@ -7,8 +7,11 @@ Contract:
   * ``gsm`` (hard): GSM-Symbolic word problems (``gsm_symbolic``; Mirzadeh et al., arXiv 2410.05229),
     reasoning-gym's own wording; the trace is its ``answer_cot``.
   * ``multidigit`` (hard): ``basic_arithmetic`` with 2–3 terms, min_digits 3 / max_digits 4 and + − ×,
-    e.g. ``Calculate 4286 + 603 * 49.`` (precedence as in Python; reasoning-gym makes 9 % of the
-    operands shorter: 1–2 digits).
+    e.g. ``Calculate 4286 + 603 * 49.`` (reasoning-gym makes 9 % of the operands shorter: 1–2 digits).
+    The reference answer is the expression's value with the usual precedence (× before + −;
+    `evaluate`): reasoning-gym 0.1.19's ``basic_arithmetic`` without parentheses computes its answer
+    left to right (``510 + 296 * 877`` → 706862, not 260102), wrong on 15–20 of 150 items per split
+    (10–13 %: a + or − before a ×); its answer is kept in ``meta["rg_answer"]`` where it differs.
   * ``onestep`` (easy): one + or − of two 1–2-digit numbers, e.g. ``Calculate 7 + 15.`` The space is
     small, so splits share some questions (dev 50 vs test 150: 20 of 150 in common at n = 150 each).
   * held out of training (`HELD_OUT`): ``letters`` (hard, not arithmetic: reasoning-gym's
@@ -22,7 +25,9 @@ Contract:
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
+import operator
 import re
 
 from tasks.base import Item, TaskFamily
@@ -83,11 +88,45 @@ def make_items(name: str, n: int, seed: int = SPLIT_SEEDS["test"]) -> list[Item]
             continue
         seen.add(q)
         cot = (entry.get("metadata") or {}).get("answer_cot")
-        items.append(Item(f"{name}-s{seed}-{len(items)}", "numeric", q, str(entry["answer"]).strip(), bucket,
-                          cot, meta={"set": name}))
+        answer, meta = str(entry["answer"]).strip(), {"set": name}
+        if dataset == "basic_arithmetic":  # the value as the question reads (see the module docstring)
+            value = str(evaluate(entry["metadata"]["expression"]))
+            if value != answer:
+                meta["rg_answer"] = answer
+            answer = value
+        items.append(Item(f"{name}-s{seed}-{len(items)}", "numeric", q, answer, bucket, cot, meta=meta))
         if len(items) == n:
             return items
     raise ValueError(f"only {len(items)} distinct {name} items for n={n}")
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+
+def evaluate(expression: str) -> int:
+    """Value of an integer expression of + − × and unary minus, with the usual precedence (× first).
+
+    >>> evaluate("510 + 296 * 877"), evaluate("754 - 283 * 282"), evaluate("3907 + 7267 + 239")
+    (260102, -79052, 11413)
+
+    Raises:
+        ValueError: anything else (names, calls, division, non-integers).
+    """
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError(f"not an integer + - * expression: {expression!r}")
+
+    try:
+        return ev(ast.parse(expression.strip(), mode="eval"))
+    except SyntaxError as exc:
+        raise ValueError(f"not an integer + - * expression: {expression!r}") from exc
 
 
 def first_sentence(text: str) -> str:

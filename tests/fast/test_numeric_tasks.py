@@ -34,6 +34,22 @@ def test_multidigit_operands_have_at_most_4_digits_and_one_of_3_or_more():
         assert it.answer.lstrip("-").isdigit()
 
 
+def test_multidigit_answers_follow_the_usual_precedence():
+    """reasoning-gym's answer of ``a + b * c`` is (a + b) * c; the item's reference is a + b * c."""
+    from tasks.numeric import evaluate
+
+    items = load_items("multidigit", 150, 3)
+    for it in items:
+        expr = it.question.removeprefix("Calculate ").rstrip(".")
+        assert it.answer == str(evaluate(expr)), it.question
+    fixed = [it for it in items if "rg_answer" in it.meta]
+    assert len(fixed) == 15  # test split: 15 of 150 had a left-to-right reference
+    it = fixed[0]
+    assert FAMILY.score(f" {it.answer}", it) == 1.0 and FAMILY.score(f" {it.meta['rg_answer']}", it) == 0.0
+    with pytest.raises(ValueError, match="not an integer"):
+        evaluate("__import__('os')")
+
+
 def test_extraction_reads_the_first_sentence_of_the_answer():
     it = load_items("onestep", 1, 3)[0]
     assert FAMILY.extract(" 279 insects. Half of 186 is 93.") == "279"
