@@ -55,6 +55,7 @@ HELD_OUT = ("letters", "times")
 SEED_SPACING = 10**7
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
+_FINAL_LINE = re.compile(r"\n?#### .*$")  # GSM's "#### 48": the answer, said again after the rationale
 
 
 def _seed(name: str, seed: int) -> int:
@@ -94,6 +95,9 @@ def make_items(name: str, n: int, seed: int = SPLIT_SEEDS["test"]) -> list[Item]
             if value != answer:
                 meta["rg_answer"] = answer
             answer = value
+            cot = arithmetic_trace(entry["metadata"]["expression"])
+        elif cot:
+            cot = _FINAL_LINE.sub("", cot).strip()
         items.append(Item(f"{name}-s{seed}-{len(items)}", "numeric", q, answer, bucket, cot, meta=meta))
         if len(items) == n:
             return items
@@ -127,6 +131,63 @@ def evaluate(expression: str) -> int:
         return ev(ast.parse(expression.strip(), mode="eval"))
     except SyntaxError as exc:
         raise ValueError(f"not an integer + - * expression: {expression!r}") from exc
+
+
+def _product_steps(a: int, b: int) -> tuple[list[str], int]:
+    """Lines that multiply `a` ≥ 0 by `b` ≥ 0 through `b`'s place values (long multiplication: the
+    partial products, then summed pairwise), and the product."""
+    digits = str(b)
+    parts = [int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"]
+    if a < 10 or len(parts) < 2:
+        return [f"{a} * {b} = {a * b}"], a * b
+    products = [a * p for p in parts]
+    lines = [f"{a} * {b} = " + " + ".join(f"{a} * {p}" for p in parts) + " = " + " + ".join(map(str, products))]
+    total = products[0]
+    for p in products[1:]:
+        lines.append(f"{total} + {p} = {total + p}")
+        total += p
+    return lines, total
+
+
+def arithmetic_trace(expression: str) -> str:
+    """A step-by-step reference rationale for a flat integer expression of + − × (non-negative
+    operands): each product first (long multiplication by place value, the partial products summed
+    pairwise), then the + and − from left to right, then the value. The think target of the
+    arithmetic sets: the reasoning a careful person writes (`evaluate` gives the same value).
+
+    >>> print(arithmetic_trace("4286 + 603 * 49"))
+    Multiplication before addition and subtraction.
+    603 * 49 = 603 * 40 + 603 * 9 = 24120 + 5427
+    24120 + 5427 = 29547
+    4286 + 29547 = 33833
+    So the value is 33833.
+    >>> print(arithmetic_trace("68 - 67"))
+    68 - 67 = 1
+    So the value is 1.
+
+    Raises:
+        ValueError: not a flat expression of non-negative integers joined by + − ×.
+    """
+    tokens = expression.split()
+    if len(tokens) % 2 == 0 or not all(t.isdigit() for t in tokens[::2]) or not all(t in "+-*" for t in tokens[1::2]):
+        raise ValueError(f"not a flat + - * expression of non-negative integers: {expression!r}")
+    terms, ops, lines = [int(tokens[0])], [], []
+    for op, t in zip(tokens[1::2], tokens[2::2]):
+        if op == "*":
+            steps, terms[-1] = _product_steps(terms[-1], int(t))
+            lines += steps
+        else:
+            ops.append(op)
+            terms.append(int(t))
+    if lines and ops:
+        lines.insert(0, "Multiplication before addition and subtraction.")
+    total = terms[0]
+    for op, t in zip(ops, terms[1:]):
+        new = total + t if op == "+" else total - t
+        lines.append(f"{total} {op} {t} = {new}")
+        total = new
+    lines.append(f"So the value is {total}.")
+    return "\n".join(lines)
 
 
 def first_sentence(text: str) -> str:

@@ -13,7 +13,11 @@ Contract:
     trace never mentions the hint (`mentions_hint`). The row's prompt is the served one, without
     the hint: the rationale is trained as if the model had found it.
   A trace cut at the budget, or one that writes a think tag itself, is not kept (`usable`).
-- Rows: ``{id, set, bucket, question, answer, trace, source: self | rationalized, trace_tokens,
+- ``--reference``: the think target is the task's own reference rationale instead (``Item.trace``:
+  GSM-Symbolic's ``answer_cot``, `tasks.numeric.arithmetic_trace` for the arithmetic sets), source
+  ``reference``; no model is run. The distillation-style warm-up (Thinkless, arXiv 2505.13379, §3.1,
+  distils its think mode from a stronger reasoner), for a policy whose own traces do not pay.
+- Rows: ``{id, set, bucket, question, answer, trace, source: self | rationalized | reference, trace_tokens,
   item}``, plus one ``{"id", "kept": false, …}`` row for an item neither pass solved, so a re-run
   skips every item already tried (resumable).
 - `star_rows(path)` reads the kept rows back as (`tasks.Item` with ``trace`` set, source).
@@ -120,6 +124,30 @@ def star_rows(path: str | Path):
     return out
 
 
+def write_reference_rows(sets: list[str], n: int, out: Path, tokenizer) -> int:
+    """Append a ``reference`` row (module contract) for each of the `n` training items per set not yet in
+    `out`; returns how many were written. Raises ValueError for an item without a reference rationale."""
+    from tasks import load_items
+    from tasks.numeric import SPLIT_SEEDS
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(ln)["id"] for ln in out.read_text().splitlines()} if out.exists() else set()
+    written = 0
+    with out.open("a") as fh:
+        for name in sets:
+            for it in load_items(name, n, SPLIT_SEEDS["train"]):
+                if it.id in done:
+                    continue
+                if not it.trace:
+                    raise ValueError(f"item {it.id} has no reference rationale")
+                fh.write(json.dumps({"id": it.id, "set": name, "bucket": it.bucket, "question": it.question,
+                                     "answer": it.answer, "kept": True, "trace": it.trace, "source": "reference",
+                                     "trace_tokens": len(tokenizer.encode(it.trace, add_special_tokens=False)),
+                                     "model_answer": None, "item": it.to_dict()}) + "\n")
+                written += 1
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     """The CLI (see the module contract); a one-line error and exit 2 on bad arguments."""
     ap = argparse.ArgumentParser(prog="python -m training.star", description=__doc__.split("\n")[0])
@@ -130,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answer-tokens", type=int, default=24)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-rationalize", action="store_true", help="keep only the policy's own solutions")
+    ap.add_argument("--reference", action="store_true",
+                    help="write the tasks' reference rationales as the think targets (no model is run)")
     ap.add_argument("--out", required=True, help="JSONL file (appended; items already in it are skipped)")
     args = ap.parse_args(argv)
     from tasks.numeric import HELD_OUT, SPLIT_SEEDS
@@ -143,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     from agent.config import AgentConfig
     from policy.models import resolve_policy
     from tasks import family, load_items
+
+    if args.reference:
+        write_reference_rows(args.sets, args.n, Path(args.out), AutoTokenizer.from_pretrained(resolve_policy(args.model)))
+        return
 
     torch.manual_seed(0)
     path = resolve_policy(args.model)

@@ -57,3 +57,28 @@ def test_held_out_families_and_missing_files_are_refused(tmp_path):
         main(["--sets", "gsm", "letters", "--out", str(tmp_path / "x.jsonl")])
     with pytest.raises(ValueError, match="star_file must be an existing STaR file"):
         SFTScriptArguments(star_file=str(tmp_path / "missing.jsonl"))
+
+
+def test_reference_rows_hold_the_tasks_rationales_and_resume(tmp_path):
+    """--reference: each training item's reference rationale (long multiplication for multi-digit, GSM's
+    answer_cot without its '#### n' line) as the think target; a re-run writes nothing twice."""
+    pytest.importorskip("reasoning_gym")
+    from tasks.numeric import arithmetic_trace, evaluate
+    from tests.helpers import byte_bpe_tokenizer
+    from training.star import write_reference_rows
+
+    out = tmp_path / "ref.jsonl"
+    assert write_reference_rows(["multidigit", "gsm"], 3, out, byte_bpe_tokenizer()) == 6
+    assert write_reference_rows(["multidigit", "gsm"], 4, out, byte_bpe_tokenizer()) == 2  # only the new ones
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert len({r["id"] for r in rows}) == 8 and {r["source"] for r in rows} == {"reference"}
+    for r in rows:
+        assert r["trace_tokens"] > 0 and "####" not in r["trace"]
+        if r["set"] == "multidigit":
+            assert r["trace"].endswith(f"So the value is {r['answer']}.")
+    assert [i.trace for i, _ in star_rows(out)] == [r["trace"] for r in rows]
+    trace = arithmetic_trace("7 + 1234 * 567")  # × first, by place value, then the sum
+    assert trace.splitlines()[1] == "1234 * 567 = 1234 * 500 + 1234 * 60 + 1234 * 7 = 617000 + 74040 + 8638"
+    assert trace.endswith(f"So the value is {evaluate('7 + 1234 * 567')}.")
+    with pytest.raises(ValueError, match="not a flat"):
+        arithmetic_trace("(1 + 2) * 3")
