@@ -25,7 +25,7 @@ Contract:
   test split or (``--test-split test2``) the second held-out split. Writes ``<out>/<model>/report.md``
   and ``report.json`` (``report-test2.*``); ``--write-calibration FILE`` writes the chosen thresholds as
   a ``thinkgate.json``.
-- ``table``: several models side by side, one row per (set, model), from their test rows.
+- ``table``: several models side by side, one row per (set, model), from their rows on ``--split`` (test).
 """
 from __future__ import annotations
 
@@ -302,8 +302,9 @@ def report(args) -> dict:
 
 
 def table(args) -> str:
-    """The ``table`` command: one markdown row per (set, model) from the models' rows on test, side by
-    side (accuracy at once and step by step with 95 % intervals, paired Δ, McNemar p, mean tokens)."""
+    """The ``table`` command: one markdown row per (set, model) from the models' rows on ``--split``
+    (test by default), side by side (accuracy at once and step by step with 95 % intervals, paired Δ,
+    McNemar p, mean tokens)."""
     from evals.stats import decide, paired, summarize
 
     out = Path(args.out)
@@ -311,7 +312,7 @@ def table(args) -> str:
              "tokens at once / step by step |", "|---|---|---|---|---|---|---|"]
     for name in args.sets:
         for model in args.models:
-            recs = load_rows(out, model, "test", [name])
+            recs = load_rows(out, model, args.split, [name])
             if not recs:
                 continue
             never, always = decide(recs, "never"), decide(recs, "always")
@@ -359,6 +360,7 @@ def main(argv=None) -> None:
     t = sub.add_parser("table", help="the models side by side on the test rows of each set")
     t.add_argument("--models", nargs="+", required=True)
     t.add_argument("--sets", nargs="+", default=["gsm", "multidigit", "onestep", "docs", "written", "task"])
+    t.add_argument("--split", choices=list(SPLITS), default="test", help="whose rows: test, or dev for a go/no-go")
     t.add_argument("--out", default="docs/results/quality")
     args = ap.parse_args(argv)
     if args.cmd == "run":

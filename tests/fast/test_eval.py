@@ -225,3 +225,8 @@ def test_quality_report_states_the_difficulty_ceiling(tmp_path, capsys):
     second = json.loads((d / "report-test2.json").read_text())["mix"]
     assert second["calibration"]["share_confidence"] == 0.95 and second["n_test"] == 8
     assert "mode (test2)" in (d / "report-test2.md").read_text()
+    # the side-by-side table reads the split it is given (dev for a warm-up's go/no-go)
+    capsys.readouterr()
+    quality_main(["table", "--models", "m", "--sets", "gsm", "onestep", "--split", "dev", "--out", str(tmp_path)])
+    table = capsys.readouterr().out
+    assert "| gsm | m | 4 | 0.000" in table and "| onestep | m | 4 | 0.500" in table
