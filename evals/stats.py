@@ -88,6 +88,11 @@ def wilson(k: float, n: int, level: float = 0.95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def item_tokens(rows: list[dict]) -> list[int]:
+    """Generated tokens of each outcome row of `decide`: think + answer + hidden (a discarded draft)."""
+    return [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in rows]
+
+
 def summarize(rows: list[dict]) -> dict:
     """n, accuracy with its 95 % Wilson interval, mean think/answer/hidden/total tokens, think-rate."""
     n = len(rows)
@@ -95,7 +100,7 @@ def summarize(rows: list[dict]) -> dict:
         return {"n": 0}
     k = sum(r["score"] for r in rows)
     lo, hi = wilson(k, n)
-    tot = [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in rows]
+    tot = item_tokens(rows)
     return {"n": n, "accuracy": k / n, "ci_low": lo, "ci_high": hi,
             "think_tokens": sum(r["think_tokens"] for r in rows) / n,
             "answer_tokens": sum(r["answer_tokens"] for r in rows) / n,
@@ -227,14 +232,12 @@ def calibrate(dev: Sequence, cost_per_100: float, mode: str = "gated",
     rows = {t: decide(dev, mode, t) for t in grid}  # each τ's decisions once, for the budget and the objective
     share_bound = {}
     if max_token_share is not None:
-        always = [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in decide(dev, "always")]
+        always = item_tokens(decide(dev, "always"))
         cap = max_token_share * sum(always) / len(always)
         grid = [t for t in grid if summarize(rows[t])["total_tokens"] <= cap + 1e-9]
         if share_confidence is not None:
             for t in grid:
-                share_bound[t] = share_upper_bound(
-                    [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in rows[t]], always,
-                    share_confidence)
+                share_bound[t] = share_upper_bound(item_tokens(rows[t]), always, share_confidence)
             grid = [t for t in grid if share_bound[t] <= max_token_share + 1e-9]
         grid = grid or [tau_grid(dev)[-1]]
     scored = [(objective(rows[t], cost_per_100), t) for t in grid]

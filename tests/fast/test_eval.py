@@ -4,8 +4,8 @@ import math
 import pytest
 
 from evals.forced import ForcedRecord, run_forced
-from evals.stats import (auroc, calibrate, decide, paired, share_upper_bound, summarize, tau_grid, two_proportions,
-                         wilson)
+from evals.stats import (auroc, calibrate, decide, item_tokens, paired, share_upper_bound, summarize, tau_grid,
+                         two_proportions, wilson)
 
 
 def rec(i, bucket, direct, think, ent, learned=False, p=0.1):
@@ -78,8 +78,8 @@ def test_token_budget_at_a_confidence():
     assert sure["dev"]["think_rate"] == 0.0 and sure["share_upper_bound_dev"] == pytest.approx(0.1)
     assert sure["share_confidence"] == 0.95
     many = RECS * 40  # the same pattern on 200 items: the bound tightens towards the point estimate
-    tokens = [r["think_tokens"] + r["answer_tokens"] + r["hidden_tokens"] for r in decide(many, "entropy", 2.9)]
-    always = [r["think_tokens"] + r["answer_tokens"] for r in decide(many, "always")]
+    tokens = item_tokens(decide(many, "entropy", 2.9))
+    always = item_tokens(decide(many, "always"))
     share = sum(tokens) / sum(always)
     bound = share_upper_bound(tokens, always, 0.95)
     assert share < bound < 0.5 and bound == share_upper_bound(tokens, always, 0.95)  # seeded: reproducible
