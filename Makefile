@@ -138,33 +138,33 @@ results-ntr-docs: train-rl docs
 	$(PY) -m evals.modes --models smollm2-135m-instruct runs/sft-cpu runs/grpo-arith-cpu --tasks ntr \
 	  --ntr-file $(CACHE)/ntr-docs-test.jsonl --n 300 --think-tokens 128 --batch-size 50 --out docs/results/eval-ntr-docs
 
-# The served decision of the 0.5B (issue 27; docs/results/learned): both modes of 100 training and 100 dev items per
-# set answered on the served int8 backend (measured: 24 min train, 12 min for the 50 dev items per set not already
-# committed), the first-token decision trained on them (training/recipes/decision_qwen_cpu.yaml, 32 min), its adapter
-# published as policy/adapters (the served default; its sha256 goes into policy/models.py and the model card), then
-# the held-out evaluation of what is served (about 40 min beside other jobs).
+# The served default of the 0.5B (issue 27; docs/results/learned/thinkgate-ref): a dual-mode warm-up on the tasks'
+# reference rationales (training/recipes/sft_reference_qwen_cpu.yaml, 25 min), both modes of 100 training items per
+# set answered by it on the served int8 backend (22 min), the first-token decision trained on them
+# (training/recipes/decision_ref_qwen_cpu.yaml, dev rows committed, 16 min), the two LoRA stages joined into one
+# adapter (training.compose) and published as policy/adapters (its sha256 goes into policy/models.py and the model
+# card), then the held-out evaluation of what is served (about 20 min). Stamps mark finished steps; an interrupted
+# rollout run resumes from its partial rows, the warm-up from its newest checkpoint.
 QWEN_ROWS := qwen2.5-coder-0.5b-instruct
 QWEN_SETS := gsm multidigit onestep
-# a stamp marks a finished run (an interrupted one leaves partial rows that the re-run resumes)
-runs/rollouts/$(QWEN_ROWS)/.done: | models-core
-	$(PY) -m evals.quality run --model $(QWEN_ROWS) --split train --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/rollouts
+WARMUP := runs/sft-ref-qwen-cpu
+runs/sft-ref-qwen-cpu/summary.json: training/data/reference-numeric.jsonl | models-core
+	$(PY) -m training.sft --config training/recipes/sft_reference_qwen_cpu.yaml
+runs/rollouts/sft-ref-qwen-cpu/.done: runs/sft-ref-qwen-cpu/summary.json
+	$(PY) -m evals.quality run --model $(WARMUP) --split train --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/rollouts
 	touch $@
-# dev: the first 50 items per set are the committed calibration rows (same seed, backend and budgets); 50 more are run
-runs/dev-rollouts/$(QWEN_ROWS)/.done: | models-core
-	mkdir -p $(dir $@)
-	for s in $(QWEN_SETS); do test -f $(dir $@)dev-$$s.jsonl \
-	  || cp docs/results/quality-int8/$(QWEN_ROWS)/dev-$$s.jsonl $(dir $@); done
-	$(PY) -m evals.quality run --model $(QWEN_ROWS) --split dev --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/dev-rollouts
-	touch $@
-runs/decision-qwen/summary.json: runs/rollouts/$(QWEN_ROWS)/.done runs/dev-rollouts/$(QWEN_ROWS)/.done
-	$(PY) -m training.decision training/recipes/decision_qwen_cpu.yaml
-train-decision: runs/decision-qwen/summary.json
+runs/decision-ref-qwen-cpu/summary.json: runs/rollouts/sft-ref-qwen-cpu/.done
+	$(PY) -m training.decision training/recipes/decision_ref_qwen_cpu.yaml
+runs/thinkgate-ref/adapter/adapter_model.safetensors: runs/decision-ref-qwen-cpu/summary.json
+	$(PY) -m training.compose --base $(QWEN_ROWS) --adapters $(WARMUP)/adapter runs/decision-ref-qwen-cpu/adapter \
+	  --out runs/thinkgate-ref/adapter
+train-decision: runs/thinkgate-ref/adapter/adapter_model.safetensors
 	mkdir -p policy/adapters/qwen2.5-coder-0.5b-thinkgate
-	cp runs/decision-qwen/adapter/adapter_model.safetensors runs/decision-qwen/adapter/adapter_config.json \
+	cp runs/thinkgate-ref/adapter/adapter_model.safetensors runs/thinkgate-ref/adapter/adapter_config.json \
 	  policy/adapters/qwen2.5-coder-0.5b-thinkgate/
 	sha256sum policy/adapters/qwen2.5-coder-0.5b-thinkgate/adapter_model.safetensors
 results-decision: train-decision
-	$(PY) -m evals.learned run --model qwen2.5-coder-0.5b-thinkgate --n 150 --agent-check 10
+	$(PY) -m evals.learned run --model qwen2.5-coder-0.5b-thinkgate --n 150 --agent-check 5
 	$(PY) -m evals.learned report --model qwen2.5-coder-0.5b-thinkgate \
 	  --base docs/results/quality-int8/qwen2.5-coder-0.5b-instruct
 	$(PY) -m evals.learned auroc --model qwen2.5-coder-0.5b-thinkgate \

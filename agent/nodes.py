@@ -18,7 +18,8 @@
 - `probe`: stop at a budget; else draft `probe_tokens` answer tokens after ``</think>``; a
   draft at or below τ_exit ends thinking and is kept as the answer's start. A rejected probe
   is rolled back simply by not appending it (the backend's prefix cache crops it).
-- `answer`: close ``<think>`` if open, continue the answer to the token budget, append the
+- `answer`: close ``<think>`` if open, continue the answer to the token budget (ending it where the model
+  would open ``<think>`` inside it: `UntilTag`, nothing of the tag streamed), append the
   AI message.
 - `vote`: self-consistency after thinking that ended uncertain, when the request asked for it
   (reasoning_effort=high or max_samples > 1): adaptive sampling and a majority vote.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
@@ -80,6 +82,42 @@ async def _run(runtime: Runtime[Context], ids: list[int], params: GenerationPara
     """Generate from `ids`; when `kind` is set, stream each text delta as that kind."""
     emit = None if kind is None else (lambda text: runtime.stream_writer({"type": kind, "text": text}))
     return await runtime.context.policy.generate(ids, params, on_text=emit)
+
+
+class UntilTag:
+    """A text stream cut before the first `tag`: `push` passes text on to `emit` but holds back a tail
+    that could be the start of `tag`; once `tag` appears, what follows it is dropped; `flush` sends
+    what is held back (at the end of the stream).
+
+    >>> out = []
+    >>> g = UntilTag("<think>", out.append)
+    >>> for piece in ["12 is the", " answer. <", "thi", "nk>more"]:
+    ...     g.push(piece)
+    >>> g.flush()
+    >>> "".join(out)
+    '12 is the answer. '
+    """
+
+    def __init__(self, tag: str, emit: Callable[[str], None]):
+        self.tag, self.emit, self.held, self.done = tag, emit, "", False
+
+    def push(self, text: str) -> None:
+        if self.done:
+            return
+        buf = self.held + text
+        cut = buf.find(self.tag)
+        if cut >= 0:
+            self.emit(buf[:cut])
+            self.held, self.done = "", True
+            return
+        keep = next((k for k in range(min(len(self.tag) - 1, len(buf)), 0, -1) if buf.endswith(self.tag[:k])), 0)
+        self.emit(buf[:len(buf) - keep])
+        self.held = buf[len(buf) - keep:]
+
+    def flush(self) -> None:
+        if not self.done and self.held:
+            self.emit(self.held)
+        self.held = ""
 
 
 def _strip_eos(runtime: Runtime[Context], gen: Generation) -> list[int]:
@@ -336,11 +374,14 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
     if not finish:
         left = completion_left(tokens, _budget(state, cfg))
         if left > 0:
-            gen = await _run(runtime, transcript, GenerationParams(
-                max_tokens=left, **_sampling(state)), kind)
+            # an answer ends where the model would open <think> inside it (the tag is never shown, streamed or not)
+            guard = UntilTag(THINK_OPEN, lambda piece: _emit(runtime, kind, piece))
+            gen = await runtime.context.policy.generate(transcript, GenerationParams(
+                max_tokens=left, stop=(THINK_OPEN,), **_sampling(state)), on_text=guard.push)
+            guard.flush()
             tokens["answer"] += len(gen.token_ids)
             transcript += gen.token_ids
-            text += gen.text
+            text += gen.text.split(THINK_OPEN, 1)[0]
             finish = gen.finish_reason
         else:
             finish = "length"

@@ -93,21 +93,24 @@ def run(args) -> None:
             if k % 25 == 0 or k == len(todo):
                 _log(f"  {k}/{len(todo)}  {(time.perf_counter() - t0) / k:.1f} s/item")
         if args.agent_check:
-            check = asyncio.run(agent_check(policy, cfg, items, _read(dest), args.agent_check))
+            retrieves = any(it.retrieval for it in items)  # the agent gets the index the rows' passages came from
+            check = asyncio.run(agent_check(policy, cfg, items, _read(dest), args.agent_check,
+                                            retriever if retrieves else None))
             (dest.parent / f"{args.split}-{name}.agent-check.json").write_text(json.dumps(check))
             _log(f"  agent check: {check}")
 
 
-async def agent_check(policy, cfg, items, rows: dict[str, dict], k: int) -> dict:
-    """The served agent (`agent.runner.Agent`, effort auto, the config's own budgets) on `k` evenly spaced
-    items: how often its decision (thought or not) and its score match the learned rows'."""
+async def agent_check(policy, cfg, items, rows: dict[str, dict], k: int, retriever=None) -> dict:
+    """The served agent (`agent.runner.Agent`, effort auto, the config's own budgets; `retriever` for sets
+    served with retrieval, None otherwise) on `k` evenly spaced items: how often its decision (thought or
+    not) and its score match the learned rows'."""
     from agent.runner import Agent
     from tasks import family
 
     picked = [it for it in items[:: max(1, len(items) // k)] if it.id in rows][:k]
     same_decision = same_score = 0
     for it in picked:
-        turn = await Agent(policy, None, cfg).run([{"role": "user", "content": it.question}], effort="auto")
+        turn = await Agent(policy, retriever, cfg).run([{"role": "user", "content": it.question}], effort="auto")
         same_decision += turn.thought == rows[it.id]["thought"]
         same_score += family(it).score(turn.answer, it) == rows[it.id]["score"]
     n = len(picked)

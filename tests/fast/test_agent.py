@@ -184,3 +184,15 @@ async def test_model_ending_inside_think_makes_last_step_the_answer():
     assert m["exit_reason"] == "model_ended" and turn.answer == "It is 42."
     assert turn.reasoning == "First." and m["tokens"]["reasoning"] == len("First.\n\n")
     assert m["tokens"]["answer"] == len("It is 42.")
+
+
+async def test_answer_ends_where_the_model_opens_think_inside_it_streamed_or_not():
+    # a confident draft ("The answ", 8 tokens); its continuation goes on to open <think> mid-answer
+    script = scripted(draft=("The answer is 12. <think>Let me check", 0.3, True))
+    agent, pol, _ = make(script, draft_tokens=8, tau_think=1.0)
+    turn = await agent.run([{"role": "user", "content": "7 + 5?"}])
+    assert turn.metadata["decision"] == "answer" and turn.answer == "The answThe answer is 12."
+    assert pol.calls[-1][2].stop == ("<think>",)  # generation stopped at the tag, not at the budget
+    agent, _, _ = make(script, draft_tokens=8, tau_think=1.0)
+    content = [val async for kind, val in agent.stream([{"role": "user", "content": "7 + 5?"}]) if kind == "content"]
+    assert "".join(content).strip() == "The answThe answer is 12."  # no piece of the tag was streamed

@@ -43,7 +43,7 @@ def test_composed_adapter_equals_the_stages_merged_in_turn(tmp_path):
 
     f = compose(base_dir, [tmp_path / "s1", tmp_path / "s2"], tmp_path / "joined")
     cfg = json.loads((tmp_path / "joined" / "adapter_config.json").read_text())
-    assert f.is_file() and cfg["r"] == 6
+    assert f.is_file() and cfg["r"] == 6 and cfg["base_model_name_or_path"] == str(base_dir)
     joined = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir),
                                        str(tmp_path / "joined")).merge_and_unload().state_dict()
     base = AutoModelForCausalLM.from_pretrained(base_dir).state_dict()
