@@ -148,9 +148,9 @@ results-ntr-docs: train-rl docs
 QWEN_ROWS := qwen2.5-coder-0.5b-instruct
 QWEN_SETS := gsm multidigit onestep
 WARMUP := runs/sft-ref-qwen-cpu
-runs/sft-ref-qwen-cpu/summary.json: training/data/reference-numeric.jsonl | models-core
+$(WARMUP)/summary.json: training/data/reference-numeric.jsonl | models-core
 	$(PY) -m training.sft --config training/recipes/sft_reference_qwen_cpu.yaml
-runs/rollouts/sft-ref-qwen-cpu/.done: runs/sft-ref-qwen-cpu/summary.json
+runs/rollouts/sft-ref-qwen-cpu/.done: $(WARMUP)/summary.json
 	$(PY) -m evals.quality run --model $(WARMUP) --split train --n 100 --sets $(QWEN_SETS) --think-tokens 512 --out runs/rollouts
 	touch $@
 runs/decision-ref-qwen-cpu/summary.json: runs/rollouts/sft-ref-qwen-cpu/.done

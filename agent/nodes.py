@@ -87,19 +87,24 @@ async def _run(runtime: Runtime[Context], ids: list[int], params: GenerationPara
 class UntilTag:
     """A text stream cut before the first `tag`: `push` passes text on to `emit` but holds back a tail
     that could be the start of `tag`; once `tag` appears, what follows it is dropped; `flush` sends
-    what is held back (at the end of the stream).
+    what is held back (at the end of the stream); `text` is all it passed on.
 
     >>> out = []
     >>> g = UntilTag("<think>", out.append)
     >>> for piece in ["12 is the", " answer. <", "thi", "nk>more"]:
     ...     g.push(piece)
     >>> g.flush()
-    >>> "".join(out)
-    '12 is the answer. '
+    >>> "".join(out) == g.text == '12 is the answer. '
+    True
     """
 
     def __init__(self, tag: str, emit: Callable[[str], None]):
         self.tag, self.emit, self.held, self.done = tag, emit, "", False
+        self.text = ""  # everything passed on so far: the answer as streamed
+
+    def _pass(self, piece: str) -> None:
+        self.text += piece
+        self.emit(piece)
 
     def push(self, text: str) -> None:
         if self.done:
@@ -107,16 +112,16 @@ class UntilTag:
         buf = self.held + text
         cut = buf.find(self.tag)
         if cut >= 0:
-            self.emit(buf[:cut])
+            self._pass(buf[:cut])
             self.held, self.done = "", True
             return
         keep = next((k for k in range(min(len(self.tag) - 1, len(buf)), 0, -1) if buf.endswith(self.tag[:k])), 0)
-        self.emit(buf[:len(buf) - keep])
+        self._pass(buf[:len(buf) - keep])
         self.held = buf[len(buf) - keep:]
 
     def flush(self) -> None:
         if not self.done and self.held:
-            self.emit(self.held)
+            self._pass(self.held)
         self.held = ""
 
 
@@ -381,7 +386,7 @@ async def answer(state: State, runtime: Runtime[Context]) -> dict:
             guard.flush()
             tokens["answer"] += len(gen.token_ids)
             transcript += gen.token_ids
-            text += gen.text.split(THINK_OPEN, 1)[0]
+            text += guard.text  # the same text streamed and returned
             finish = gen.finish_reason
         else:
             finish = "length"

@@ -74,7 +74,8 @@ def run(args) -> None:
         retriever = Retriever(Path(args.index))
     for name in args.sets:
         items = load_items(name, args.n, SPLITS[args.split])
-        if retriever is None and any(it.retrieval for it in items):
+        retrieves = any(it.retrieval for it in items)  # served with retrieval: rows and agent check get the index
+        if retriever is None and retrieves:
             raise ValueError(f"set {name} is served with retrieval: give --index (the agent's index)")
         dest = rows_path(Path(args.out), args.model, args.split, name)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,6 @@ def run(args) -> None:
             if k % 25 == 0 or k == len(todo):
                 _log(f"  {k}/{len(todo)}  {(time.perf_counter() - t0) / k:.1f} s/item")
         if args.agent_check:
-            retrieves = any(it.retrieval for it in items)  # the agent gets the index the rows' passages came from
             check = asyncio.run(agent_check(policy, cfg, items, _read(dest), args.agent_check,
                                             retriever if retrieves else None))
             (dest.parent / f"{args.split}-{name}.agent-check.json").write_text(json.dumps(check))
