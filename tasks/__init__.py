@@ -14,6 +14,8 @@ define none of it themselves, so what is trained is what is served.
 - `tasks.hops`: two-hop (bridge, comparison) and single-hop questions over a generated encyclopedia
   ingested into a task index (issue 29).
 - `tasks.docs`: the documentation QA set (`tasks/data/docs_qa.jsonl`).
+- `tasks.docs_api`: API-lookup questions mined from the Python docs (`tasks/data/docs_api.jsonl`),
+  split into train / dev / test.
 - `tasks.ntr`: next-token reasoning (RPT): its own prompt, prefix-match scorer, positions
   from the documentation corpus and from arithmetic statements.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from tasks.base import Item, TaskFamily
 
-TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "ntr", "gsm", "multidigit", "onestep", "letters", "times",
+TASK_SETS = ("arith-easy", "arith-hard", "arith", "docs", "docs-api", "ntr", "gsm", "multidigit", "onestep", "letters", "times",
              "written", "task", "hops-bridge", "hops-comparison", "hops-single")
 
 
@@ -57,7 +59,7 @@ def prompt_ids(tokenizer, item: Item, passages: list[dict] | None = None) -> lis
 
 def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) -> list[Item]:
     """Items of task set `name`: arith-easy, arith-hard, arith (both buckets, n each), docs, ntr, gsm,
-    multidigit, onestep (`tasks.numeric`), hops-bridge, hops-comparison, hops-single (`tasks.hops`),
+    multidigit, onestep (`tasks.numeric`), docs-api (`tasks.docs_api`: seeds 1, 2, 3 only), hops-bridge, hops-comparison, hops-single (`tasks.hops`),
     written, task (`tasks.docs.load_cited`; no seed: fixed sets).
 
     Args:
@@ -69,8 +71,10 @@ def load_items(name: str, n: int, seed: int = 0, ntr_file: str | None = None) ->
     Raises:
         ValueError: an unknown name, or ``ntr`` without `ntr_file`.
     """
-    from tasks import arithmetic, docs, hops, ntr, numeric
+    from tasks import arithmetic, docs, docs_api, hops, ntr, numeric
 
+    if name == "docs-api":
+        return docs_api.make_items(n, seed)
     if name in hops.SETS:
         return hops.make_items(name, n, seed)
     if name in numeric.SETS:

@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["agent.voting", "agent.turn", "agent.state", "agent.nodes", "retrieval.store", "retrieval.pgstore", "retrieval.retriever",
            "retrieval.eval", "api.auth", "tasks.arithmetic", "policy.format", "policy.base", "training.rewards",
-           "training.decoupled", "training.star", "evals.stats", "tasks.numeric", "tasks.docs", "tasks.hops", "tasks.prompt", "policy.fetch", "evals.quality"]
+           "training.decoupled", "training.star", "evals.stats", "tasks.numeric", "tasks.docs", "tasks.docs_api", "tasks.hops", "tasks.prompt", "policy.fetch", "evals.quality"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -88,3 +88,39 @@ async def test_training_prompt_is_token_identical_to_the_served_prompt():
     turn2 = await Agent(policy, LowScores(), AgentConfig(min_passage_score=0.1, draft_tokens=2)).run(
         [{"role": "user", "content": item.question}], effort="none", max_tokens=2)
     assert turn2.metadata["tokens"]["prompt"] > len(served) and turn2.metadata["sources"]
+
+
+def test_docs_api_mined_from_rest_split_disjoint(tmp_path):
+    """The API-lookup set: an entry becomes a question only when its first sentence opens with
+    "Return" and does not name the function; the committed splits are disjoint and fixed; a seed
+    without a split and a bad corpus are refused with a message."""
+    from tasks import docs_api
+
+    lib = tmp_path / "library"
+    lib.mkdir()
+    (lib / "os.rst.txt").write_text(
+        ".. module:: os\n\n"
+        ".. function:: getcwd()\n\n   Return a string representing the current\n   working directory.  More text.\n\n"
+        ".. function:: listdir(path='.')\n\n   Return a list of the entries in :func:`listdir` order.\n\n"
+        ".. function:: chdir(path)\n\n   Change the current working directory to *path*.\n\n"
+        ".. function:: getpid()\n\n   Return the process id.\n")
+    rows = docs_api.mine(tmp_path)
+    assert [r["id"] for r in rows] == ["os.getcwd", "os.getpid"]  # names itself / not "Return": dropped
+    assert rows[0]["question"] == ("Which function of Python's os module returns a string representing the "
+                                   "current working directory?")
+    assert rows[0]["answers_any"] == ["getcwd"] and rows[0]["sources"] == ["library/os.rst.txt"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no .rst.txt"):
+        docs_api.mine(tmp_path / "empty")
+    with pytest.raises(ValueError, match="not a folder"):
+        docs_api.mine(lib / "os.rst.txt")
+    test, dev, train = (load_items("docs-api", 1000, s) for s in (3, 2, 1))
+    assert len(test) == 200 and len(dev) == 150 and len(train) >= 150
+    ids = [{i.id for i in part} for part in (test, dev, train)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert load_items("docs-api", 5, 3)[0].to_dict() == test[0].to_dict()
+    it = test[0]
+    assert it.retrieval and family(it) is DOCS and it.meta["answers_any"][0] not in it.question
+    assert DOCS.score(f"Use mod.{it.answer}().", it) == 1.0 and DOCS.score(f"Use {it.answer}x.", it) == 0.0
+    with pytest.raises(ValueError, match="not 4"):
+        load_items("docs-api", 5, 4)
