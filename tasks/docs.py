@@ -33,11 +33,21 @@ def has_phrase(phrase: str, text: str) -> bool:
     return re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", text, re.IGNORECASE) is not None
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a JSONL question file, blank lines skipped."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def qa_item(row: dict, prefix: str = "docs", **meta) -> Item:
+    """A row {id, question, answers_any, sources} as an item of family ``docs`` (retrieval on, id
+    ``<prefix>-<row id>``, the accepted phrases and sources in its meta, plus `meta`)."""
+    return Item(f"{prefix}-{row['id']}", "docs", row["question"], row["answers_any"][0], retrieval=True,
+                meta={"answers_any": row["answers_any"], "sources": row["sources"], **meta})
+
+
 def load(n: int | None = None, path: Path = DOCS_QA) -> list[Item]:
     """The first `n` documentation questions as items (retrieval on)."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:n]
-    return [Item(f"docs-{r['id']}", "docs", r["question"], r["answers_any"][0], retrieval=True,
-                 meta={"answers_any": r["answers_any"], "sources": r["sources"]}) for r in rows]
+    return [qa_item(r) for r in read_rows(path)[:n]]
 
 
 class Docs(TaskFamily):
@@ -62,7 +72,7 @@ def load_cited(name: str, n: int | None = None) -> list[Item]:
     """
     if name not in QUESTION_SETS:
         raise ValueError(f"unknown question set {name!r}; known: {list(QUESTION_SETS)}")
-    rows = [json.loads(line) for line in QUESTION_SETS[name].read_text().splitlines() if line.strip()][:n]
+    rows = read_rows(QUESTION_SETS[name])[:n]
     return [Item(f"{name}-{r['id']}", "cited", r["question"], r["sources"][0], retrieval=True,
                  meta={"sources": r["sources"], "set": name}) for r in rows]
 

@@ -39,13 +39,14 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.base import Item
+from tasks.docs import qa_item, read_rows
 
 DOCS_API = Path(__file__).parent / "data" / "docs_api.jsonl"
 SPLIT_SEEDS = {1: "train", 2: "dev", 3: "test"}
 SPLIT_SIZES = {"test": 200, "dev": 150}
 _FUNCTION = re.compile(r"^\.\. function:: ([A-Za-z_][\w.]*)\s*\(")
 _MODULE = re.compile(r"^\.\. (?:module|currentmodule):: ([\w.]+)\s*$")
-_ROLE = re.compile(r":[\w:]+:`(?:~|!)?([^`<]*?)(?:\s*<[^>]*>)?`")
+_ROLE = re.compile(r":[\w:]+:`(~|!)?([^`<]*?)(?:\s*<[^>]*>)?`")
 _SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)\.(?=\s|$)")
 
 
@@ -57,8 +58,8 @@ def plain(text: str) -> str:
     'Return a str of n items from join.'
     """
     def role(m: re.Match) -> str:
-        target = m.group(1).strip()
-        return target.rsplit(".", 1)[-1] if m.group(0).split("`", 1)[1].startswith("~") else target
+        target = m.group(2).strip()
+        return target.rsplit(".", 1)[-1] if m.group(1) == "~" else target
 
     text = _ROLE.sub(role, text)
     text = text.replace("``", "").replace("**", "")
@@ -165,10 +166,8 @@ def make_items(n: int, seed: int, path: Path = DOCS_API) -> list[Item]:
         raise ValueError(f"docs-api has splits for seeds {sorted(SPLIT_SEEDS)} (train, dev, test), not {seed}")
     if not Path(path).is_file():
         raise ValueError(f"no docs-api data at {path}: build it with python -m tasks.docs_api build --corpus DIR")
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    part = split_rows(rows)[SPLIT_SEEDS[seed]][:n]
-    return [Item(f"docs-api-{r['id']}", "docs", r["question"], r["answers_any"][0], retrieval=True,
-                 meta={"answers_any": r["answers_any"], "sources": r["sources"], "set": "docs-api"}) for r in part]
+    part = split_rows(read_rows(path))[SPLIT_SEEDS[seed]][:n]
+    return [qa_item(r, "docs-api", set="docs-api") for r in part]
 
 
 def main(argv: list[str] | None = None) -> None:
